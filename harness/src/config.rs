@@ -1,0 +1,180 @@
+//! Kernel configuration: `make tinyconfig`, then the kconfig fragments of
+//! `configs/` (and the tree's own `tools/testing/selftests/mm/config`) merged
+//! with `scripts/kconfig/merge_config.sh`, then a check that every symbol a
+//! fragment asks for ended up in `.config` with that value.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cmd;
+use crate::layout::Layout;
+use crate::toolchain;
+
+/// A named lock/debug configuration a user can ask for with `--config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Variant {
+    /// Split PTE and PMD ptlocks (the x86-64 default): ptl != pml.
+    Default,
+    /// Split ptlocks off (NR_CPUS=2): ptl == pml, the trylock must be skipped.
+    SharedPtl,
+    /// KASAN (generic, inline) on top of the default.
+    Kasan,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Default => "default",
+            Variant::SharedPtl => "shared-ptl",
+            Variant::Kasan => "kasan",
+        }
+    }
+    /// Fragments under `configs/`, in merge order.
+    pub fn fragments(self) -> Vec<&'static str> {
+        let mut v = vec!["guest.config", "mm.config", "rust.config", "debug.config", "series.config"];
+        match self {
+            Variant::Default => {}
+            Variant::SharedPtl => v.push("shared-ptl.config"),
+            Variant::Kasan => v.push("kasan.config"),
+        }
+        v
+    }
+}
+
+/// The value a fragment asks for: `Some("y")`, `Some("8")`, or `None` for
+/// "is not set" / `=n`.
+pub type Want = Option<String>;
+
+/// Parse a kconfig fragment or `.config`.
+pub fn parse(text: &str) -> BTreeMap<String, Want> {
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("# ") {
+            if let Some(sym) = rest.strip_suffix(" is not set") {
+                if sym.starts_with("CONFIG_") {
+                    m.insert(sym.to_string(), None);
+                }
+            }
+        } else if let Some((k, v)) = line.split_once('=') {
+            if k.starts_with("CONFIG_") {
+                let v = v.trim();
+                m.insert(k.to_string(), if v == "n" { None } else { Some(v.to_string()) });
+            }
+        }
+    }
+    m
+}
+
+/// Every (fragment, symbol, wanted, got) that did not stick.
+pub fn mismatches(fragments: &[(String, String)], config: &str) -> Vec<String> {
+    let have = parse(config);
+    let mut bad = Vec::new();
+    for (name, text) in fragments {
+        for (sym, want) in parse(text) {
+            let got = have.get(&sym).cloned().flatten();
+            if got != want {
+                let show = |v: &Want| v.clone().unwrap_or_else(|| "n (not set)".into());
+                bad.push(format!("{sym}: {name} asks for {}, .config has {}", show(&want), show(&got)));
+            }
+        }
+    }
+    bad
+}
+
+pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = variant.fragments().iter().map(|f| layout.configs().join(f)).collect();
+    v.insert(4, tree.join("tools/testing/selftests/mm/config"));
+    v
+}
+
+/// Configure `build` for `variant` and check the result.
+pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -> Result<()> {
+    fs::create_dir_all(build)?;
+    let frags = fragment_paths(layout, tree, variant);
+    let make = |target: &str| {
+        let mut c = Command::new("make");
+        c.arg("-C").arg(tree).arg(format!("O={}", build.display())).args(toolchain::make_vars(layout)).arg(target);
+        c
+    };
+    let old = fs::read_to_string(build.join(".config")).unwrap_or_default();
+    let pb = cmd::stage_bar("configure");
+    pb.set_message("tinyconfig + merge_config.sh + olddefconfig");
+    cmd::output(&mut make("tinyconfig"))?;
+    cmd::output(
+        Command::new(tree.join("scripts/kconfig/merge_config.sh"))
+            .current_dir(tree)
+            .arg("-m")
+            .arg("-O")
+            .arg(build)
+            .arg(build.join(".config"))
+            .args(&frags),
+    )?;
+    cmd::output(&mut make("olddefconfig"))?;
+    pb.finish_and_clear();
+    let new = fs::read_to_string(build.join(".config"))?;
+    let texts: Vec<(String, String)> = frags
+        .iter()
+        .map(|p| Ok((p.display().to_string(), fs::read_to_string(p).with_context(|| p.display().to_string())?)))
+        .collect::<Result<_>>()?;
+    let bad = mismatches(&texts, &new);
+    if !bad.is_empty() {
+        bail!(
+            "{} kconfig symbol(s) did not stick in {}/.config (a missing dependency, or a toolchain kconfig could not detect):\n  {}",
+            bad.len(),
+            build.display(),
+            bad.join("\n  ")
+        );
+    }
+    if old == new {
+        eprintln!("  configure: .config unchanged");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_spellings_of_off() {
+        let m = parse("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=n\nCONFIG_D=\"x y\"\n# comment\nCONFIG_E=8\n");
+        assert_eq!(m["CONFIG_A"], Some("y".into()));
+        assert_eq!(m["CONFIG_B"], None);
+        assert_eq!(m["CONFIG_C"], None);
+        assert_eq!(m["CONFIG_D"], Some("\"x y\"".into()));
+        assert_eq!(m["CONFIG_E"], Some("8".into()));
+    }
+
+    #[test]
+    fn names_symbols_that_did_not_stick() {
+        let frag = vec![(
+            "rust.config".to_string(),
+            "CONFIG_RUST=y\nCONFIG_NR_CPUS=2\n# CONFIG_SLUB_TINY is not set\nCONFIG_KUNIT=y\n".to_string(),
+        )];
+        let config = "CONFIG_NR_CPUS=8\nCONFIG_SLUB_TINY=y\nCONFIG_KUNIT=y\n";
+        let bad = mismatches(&frag, config);
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert!(bad[0].starts_with("CONFIG_NR_CPUS: rust.config asks for 2, .config has 8"));
+        assert!(bad[1].starts_with("CONFIG_RUST: rust.config asks for y, .config has n (not set)"));
+        assert!(bad[2].starts_with("CONFIG_SLUB_TINY: rust.config asks for n (not set), .config has y"));
+        assert!(mismatches(&frag, "CONFIG_RUST=y\nCONFIG_NR_CPUS=2\nCONFIG_KUNIT=y\n").is_empty());
+    }
+
+    /// The real fragments of the repository parse and are not empty.
+    #[test]
+    fn repository_fragments_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for v in [Variant::Default, Variant::SharedPtl, Variant::Kasan] {
+            for f in v.fragments() {
+                let t = fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+                if f != "series.config" {
+                    assert!(!parse(&t).is_empty(), "{f} sets nothing");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The guest: a busybox initramfs with the selftests, two virtio disks (swap
+//! and an ext4 filesystem for `all:file`), booted in QEMU with a hard
+//! timeout. The kernel console goes to one log, the tests' output to another.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd;
+
+/// One command the guest runs, with the name the verdict reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Case {
+    pub name: String,
+    pub command: String,
+}
+
+/// Mount point of the ext4 filesystem in the guest, for `all:file`.
+pub const FILE_DIR: &str = "/mnt/file";
+
+/// The `khugepaged` invocations of run_vmtests.sh, read from the tree so
+/// that they follow upstream. `${SPLIT_HUGE_PAGE_TEST_XFS_PATH}` becomes the
+/// guest's ext4 mount.
+pub fn khugepaged_cases(run_vmtests: &str) -> Vec<Case> {
+    run_vmtests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("CATEGORY=\"thp\" run_test "))
+        .filter(|c| c.starts_with("./khugepaged"))
+        .map(|c| {
+            let command = c.replace("${SPLIT_HUGE_PAGE_TEST_XFS_PATH}", FILE_DIR);
+            Case { name: command.trim_start_matches("./").to_string(), command }
+        })
+        .collect()
+}
+
+pub struct Initramfs<'a> {
+    pub init: &'a Path,
+    /// Host file -> path under /khrs in the guest.
+    pub files: Vec<(PathBuf, String)>,
+    pub cases: &'a [Case],
+    pub setup: Option<String>,
+}
+
+/// Pack the initramfs with cpio (newc) and gzip.
+pub fn pack(spec: &Initramfs, dir: &Path) -> Result<PathBuf> {
+    let root = dir.join("initramfs");
+    let _ = fs::remove_dir_all(&root);
+    for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "khrs", "root"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
+    fs::copy(spec.init, root.join("init"))?;
+    for (src, name) in &spec.files {
+        let dst = root.join("khrs").join(name);
+        fs::create_dir_all(dst.parent().expect("has parent"))?;
+        fs::copy(src, &dst).with_context(|| format!("copying {} into the initramfs", src.display()))?;
+    }
+    let mut list = String::new();
+    for c in spec.cases {
+        if c.command.contains('\n') || c.name.contains('\t') {
+            bail!("guest command {:?} must be one line", c.command);
+        }
+        list.push_str(&format!("{}\t{}\n", c.name, c.command));
+    }
+    fs::write(root.join("khrs/tests"), list)?;
+    if let Some(s) = &spec.setup {
+        let p = root.join("khrs/setup");
+        fs::write(&p, format!("#!/bin/sh\n{s}\n"))?;
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let out = dir.join("initramfs.cpio.gz");
+    cmd::output(Command::new("sh").current_dir(&root).arg("-c").arg(format!(
+        "find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 > '{}'",
+        out.display()
+    )))?;
+    Ok(out)
+}
+
+/// A swap disk and an ext4 disk, sparse, made fresh for each run.
+pub fn disks(dir: &Path) -> Result<Vec<PathBuf>> {
+    let swap = dir.join("swap.img");
+    let file = dir.join("file.img");
+    for (p, size) in [(&swap, 512u64 << 20), (&file, 1u64 << 30)] {
+        let f = fs::File::create(p)?;
+        f.set_len(size)?;
+    }
+    cmd::output(Command::new("mkswap").arg("-q").arg(&swap).stderr(Stdio::null()))
+        .or_else(|_| cmd::output(Command::new("/sbin/mkswap").arg(&swap)))?;
+    cmd::output(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(&file))
+        .or_else(|_| cmd::output(Command::new("/sbin/mkfs.ext4").args(["-q", "-F"]).arg(&file)))?;
+    Ok(vec![swap, file])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Accel {
+    /// KVM if a probe boot works, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+pub struct Boot<'a> {
+    pub kernel: &'a Path,
+    pub initramfs: &'a Path,
+    pub disks: &'a [PathBuf],
+    pub cpus: u32,
+    pub mem_mb: u32,
+    pub accel: Accel,
+    pub append: &'a str,
+    pub timeout: Duration,
+    pub console: PathBuf,
+    pub tests: PathBuf,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BootOutcome {
+    pub timed_out: bool,
+    pub exit_code: Option<i32>,
+    pub seconds: f64,
+}
+
+fn qemu(b: &Boot, accel: Accel) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    match accel {
+        Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+        _ => c.args(["-accel", "tcg", "-cpu", "max"]),
+    };
+    c.args(["-m", &b.mem_mb.to_string(), "-smp", &b.cpus.to_string()])
+        .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial"])
+        .arg(format!("file:{}", b.console.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", b.tests.display()))
+        .arg("-kernel")
+        .arg(b.kernel)
+        .arg("-initrd")
+        .arg(b.initramfs)
+        .arg("-append")
+        .arg(b.append);
+    for d in b.disks {
+        c.arg("-drive").arg(format!("file={},if=virtio,format=raw", d.display()));
+    }
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// Does a KVM guest reach /init? `/dev/kvm` existing is not enough: on
+/// nested software hypervisors it exists and cannot run a guest.
+fn kvm_works(b: &Boot) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let probe = Boot {
+        timeout: Duration::from_secs(60),
+        console: b.console.with_extension("kvm-probe"),
+        tests: b.tests.with_extension("kvm-probe"),
+        ..*b
+    };
+    matches!(run(&probe, Accel::Kvm), Ok(o) if !o.timed_out && o.exit_code == Some(0))
+        && fs::read_to_string(&probe.tests).map(|t| t.contains("KHRS-CPUS")).unwrap_or(false)
+}
+
+pub fn resolve_accel(b: &Boot) -> Accel {
+    match b.accel {
+        Accel::Auto if kvm_works(b) => Accel::Kvm,
+        Accel::Auto => Accel::Tcg,
+        a => a,
+    }
+}
+
+/// Boot and wait, killing QEMU at the timeout. The spinner shows the test
+/// being run (from the tests log).
+pub fn run(b: &Boot, accel: Accel) -> Result<BootOutcome> {
+    use wait_timeout::ChildExt;
+    let _ = fs::remove_file(&b.console);
+    let _ = fs::remove_file(&b.tests);
+    let mut c = qemu(b, accel);
+    let start = Instant::now();
+    let mut child = c.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&c)))?;
+    let pb = cmd::stage_bar("guest");
+    let (timed_out, status) = loop {
+        if let Some(st) = child.wait_timeout(Duration::from_millis(500))? {
+            break (false, Some(st));
+        }
+        let current = fs::read_to_string(&b.tests)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("KHRS-BEGIN"))
+            .last()
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_string())
+            .unwrap_or_else(|| "booting".into());
+        pb.set_message(current);
+        if start.elapsed() > b.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (true, None);
+        }
+    };
+    pb.finish_and_clear();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let exit_code = status.and_then(|s| s.code());
+    if !timed_out && exit_code != Some(0) {
+        bail!("qemu exited with {exit_code:?}: {stderr}");
+    }
+    Ok(BootOutcome { timed_out, exit_code, seconds: start.elapsed().as_secs_f64() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The six `thp` invocations of 7.3's run_vmtests.sh (a captured copy).
+    #[test]
+    fn reads_khugepaged_cases_from_run_vmtests() {
+        let text = include_str!("../tests/fixtures/run_vmtests-7.3.4.sh");
+        let cases = khugepaged_cases(text);
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "khugepaged",
+                "khugepaged -s 2",
+                "khugepaged all:shmem",
+                "khugepaged -s 4 all:shmem",
+                "khugepaged -c 4 mthp_khugepaged:anon",
+                "khugepaged all:file /mnt/file",
+            ]
+        );
+        assert_eq!(cases[5].command, "./khugepaged all:file /mnt/file");
+    }
+}

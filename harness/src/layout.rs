@@ -1,0 +1,64 @@
+//! Where things live: the clone (patches, configs, guest files), the ignored
+//! work area inside it, and the cache outside it that survives `git clean`.
+
+use std::path::{Path, PathBuf};
+
+/// Tag of the pristine base commit in the base repository.
+pub const BASE_TAG: &str = "v7.3.4-debian";
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The project clone (workspace root).
+    pub repo: PathBuf,
+    /// Cache outside the clone: toolchain extras, base source, builds, ccache.
+    pub cache: PathBuf,
+}
+
+impl Layout {
+    pub fn discover() -> Self {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("harness crate lives inside the workspace")
+            .to_path_buf();
+        let cache = std::env::var_os("KHRS_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("khugepaged-rs")))
+            .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/khugepaged-rs")))
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/khugepaged-rs"));
+        Layout { repo, cache }
+    }
+
+    pub fn patches(&self) -> PathBuf {
+        self.repo.join("patches")
+    }
+    pub fn configs(&self) -> PathBuf {
+        self.repo.join("configs")
+    }
+    pub fn guest_files(&self) -> PathBuf {
+        self.repo.join("guest")
+    }
+    /// The git work tree the series is applied to (ignored by the clone).
+    pub fn work_tree(&self) -> PathBuf {
+        self.repo.join("work/linux")
+    }
+    /// Per-run results: console logs and JSON verdicts.
+    pub fn runs(&self) -> PathBuf {
+        self.repo.join("work/runs")
+    }
+    pub fn bindgen(&self) -> PathBuf {
+        self.cache.join("bindgen/bin/bindgen")
+    }
+    pub fn base_dir(&self) -> PathBuf {
+        self.cache.join("base")
+    }
+    /// The pristine base as a git repository with one tagged commit.
+    pub fn base_repo(&self) -> PathBuf {
+        self.base_dir().join("linux-source-7.3")
+    }
+    pub fn build_dir(&self, config: &str) -> PathBuf {
+        self.cache.join("build").join(config)
+    }
+    pub fn ccache(&self) -> PathBuf {
+        self.cache.join("ccache")
+    }
+}

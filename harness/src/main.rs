@@ -1,0 +1,228 @@
+//! `cargo harness`: build, boot and test the khugepaged Rust series on
+//! Linux 7.3. Thin orchestration around kbuild, kselftest, QEMU and git.
+
+mod base;
+mod build;
+mod cmd;
+mod config;
+mod guest;
+mod ktap;
+mod layout;
+mod series;
+mod toolchain;
+mod verdict;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use config::Variant;
+use layout::Layout;
+
+#[derive(Parser)]
+#[command(about = "Build, boot and test the khugepaged Rust series on Linux 7.3")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the toolchain (Debian packages, bindgen) and the base (needs root).
+    Install,
+    /// Check the toolchain against the kernel's minimum versions.
+    Check,
+    /// Apply patches/ to the work tree (work/linux) with `git am`.
+    Apply {
+        /// Discard work-tree commits and edits that are not in patches/.
+        #[arg(long)]
+        force: bool,
+        /// Only the mailed series, without patches/local/.
+        #[arg(long)]
+        mailed_only: bool,
+    },
+    /// Export the work tree's commits into patches/ (and patches/local/).
+    Export,
+    /// Apply, configure and build the kernel.
+    Build(BuildOpts),
+    /// The main job: install what is missing, apply, build, boot, run the
+    /// khugepaged kselftests (and any extra command), print the verdict.
+    Run(RunOpts),
+}
+
+#[derive(Args, Clone)]
+struct BuildOpts {
+    /// Lock/debug configuration.
+    #[arg(long = "config", value_enum, default_value = "default")]
+    variant: Variant,
+    /// Discard work-tree changes that are not in patches/.
+    #[arg(long)]
+    force: bool,
+    /// Build the mailed series only, without patches/local/.
+    #[arg(long)]
+    mailed_only: bool,
+}
+
+#[derive(Args, Clone)]
+struct RunOpts {
+    #[command(flatten)]
+    build: BuildOpts,
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: guest::Accel,
+    /// Hard limit for the guest, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Extra file for the guest, `HOST_PATH[:NAME]`, placed in /khrs.
+    #[arg(long = "file")]
+    files: Vec<String>,
+    /// Do not run the khugepaged kselftests (only the extra command).
+    #[arg(long)]
+    no_khugepaged: bool,
+    /// Extra kernel command-line arguments.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// A command to run in the guest after the tests (from /khrs).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let layout = Layout::discover();
+    let r = match cli.command {
+        Command::Install => install(&layout),
+        Command::Check => base::ensure(&layout).and_then(|_| toolchain::check(&layout, &layout.base_repo())),
+        Command::Apply { force, mailed_only } => {
+            base::ensure(&layout).and_then(|_| series::apply(&layout, !mailed_only, force)).map(|wt| {
+                eprintln!("work tree ready: {}", wt.display());
+            })
+        }
+        Command::Export => export(&layout),
+        Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
+        Command::Run(o) => run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the run failed") }),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn install(layout: &Layout) -> Result<()> {
+    toolchain::install(layout)?;
+    base::ensure(layout)?;
+    toolchain::check(layout, &layout.base_repo())
+}
+
+fn export(layout: &Layout) -> Result<()> {
+    let wt = layout.work_tree();
+    let (m, l) = series::export_to(&wt, &layout.patches())?;
+    eprintln!("exported {} mailed and {} local patches into {}", m.len(), l.len(), layout.patches().display());
+    Ok(())
+}
+
+type Stages = Vec<(String, f64)>;
+
+fn timed<T>(stages: &mut Stages, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let r = f()?;
+    stages.push((name.to_string(), t.elapsed().as_secs_f64()));
+    Ok(r)
+}
+
+/// Install what is missing, apply, configure, build. Returns (tree, build dir, bzImage).
+fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    timed(stages, "install", || {
+        if toolchain::check(layout, &layout.base_repo()).is_err() || !base::is_ready(layout) {
+            install(layout)?;
+        }
+        Ok(())
+    })?;
+    let tree = timed(stages, "apply", || series::apply(layout, !o.mailed_only, o.force))?;
+    toolchain::check(layout, &tree)?;
+    let build = layout.build_dir(o.variant.name());
+    timed(stages, "configure", || {
+        toolchain::rust_available(layout, &tree, &build)?;
+        config::configure(layout, &tree, &build, o.variant)
+    })?;
+    let (image, _) = timed(stages, "build", || build::kernel(layout, &tree, &build))?;
+    Ok((tree, build, image))
+}
+
+fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
+    let mut stages = Stages::new();
+    let (tree, build, image) = prepare(layout, &o.build, &mut stages)?;
+    let run_vmtests = std::fs::read_to_string(tree.join("tools/testing/selftests/mm/run_vmtests.sh"))?;
+    let mut cases = if o.no_khugepaged { Vec::new() } else { guest::khugepaged_cases(&run_vmtests) };
+    if !o.no_khugepaged && cases.len() != 6 {
+        bail!("expected the six khugepaged invocations in run_vmtests.sh, found {}", cases.len());
+    }
+    let (bins, _) = timed(&mut stages, "selftests", || {
+        build::selftests(layout, &tree, &build, if o.no_khugepaged { &[] } else { &["khugepaged"] })
+    })?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let dir = layout.runs().join(format!("{stamp}-{}", o.build.variant.name()));
+    std::fs::create_dir_all(&dir)?;
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    if !o.no_khugepaged {
+        files.push((bins.join("khugepaged"), "khugepaged".into()));
+    }
+    for f in &o.files {
+        let (src, name) = match f.split_once(':') {
+            Some((s, n)) => (PathBuf::from(s), n.to_string()),
+            None => {
+                let p = PathBuf::from(f);
+                let n = p.file_name().context("--file needs a file name")?.to_string_lossy().into_owned();
+                (p, n)
+            }
+        };
+        files.push((src, name));
+    }
+    if !o.command.is_empty() {
+        let c = o.command.join(" ");
+        cases.push(guest::Case { name: c.clone(), command: c });
+    }
+    let init = layout.guest_files().join("init");
+    let initramfs = guest::pack(&guest::Initramfs { init: &init, files, cases: &cases, setup: None }, &dir)?;
+    let disks = guest::disks(&dir)?;
+    let append = format!("console=ttyS0 panic=-1 page_table_check=on {}", o.append);
+    let boot = guest::Boot {
+        kernel: &image,
+        initramfs: &initramfs,
+        disks: &disks,
+        cpus: 2,
+        mem_mb: 2048,
+        accel: o.accel,
+        append: append.trim(),
+        timeout: Duration::from_secs(o.timeout),
+        console: dir.join("console.log"),
+        tests: dir.join("tests.log"),
+    };
+    let accel = guest::resolve_accel(&boot);
+    eprintln!("  guest: {:?}, 2 vCPUs, logs in {}", accel, dir.display());
+    let outcome = timed(&mut stages, "boot+run", || guest::run(&boot, accel))?;
+    for d in &disks {
+        let _ = std::fs::remove_file(d);
+    }
+    let tests_log = std::fs::read_to_string(&boot.tests).unwrap_or_default();
+    let console = std::fs::read_to_string(&boot.console).unwrap_or_default();
+    let expected: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
+    let v = verdict::judge(&tests_log, &console, &expected, 2, outcome.timed_out);
+    let text = verdict::render(&v);
+    std::fs::write(dir.join("verdict.txt"), &text)?;
+    let json = serde_json::json!({
+        "config": o.build.variant,
+        "accel": accel,
+        "kernel": image,
+        "build_dir": build,
+        "stages_seconds": stages.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "boot": outcome,
+        "verdict": v,
+        "ok": v.ok(),
+    });
+    std::fs::write(dir.join("result.json"), serde_json::to_string_pretty(&json)?)?;
+    eprintln!("stages: {}", stages.iter().map(|(n, s)| format!("{n} {s:.1}s")).collect::<Vec<_>>().join(", "));
+    println!("{text}");
+    eprintln!("console: {}\nresult: {}", boot.console.display(), dir.join("result.json").display());
+    Ok(v.ok())
+}

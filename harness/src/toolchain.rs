@@ -1,0 +1,244 @@
+//! The toolchain: Debian packages (and bindgen from crates.io), installed by
+//! the project itself, and checked against the kernel's minimum versions
+//! before any long step.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::cmd;
+use crate::layout::Layout;
+
+/// Debian 12 packages from the machine's own suites.
+pub const PACKAGES: &[&str] = &[
+    "rustc-web", "rust-web-src", "rust-web-clippy", "rustfmt-web", "clang-19", "lld-19", "llvm-19", "libclang-19-dev",
+    "build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "xz-utils",
+    "kmod", "rsync", "ccache", "busybox-static", "e2fsprogs", "git-email", "codespell",
+    "python3-aiosmtpd",
+];
+pub const BINDGEN_VERSION: &str = "0.73.2";
+const APT_SOURCES: &str = "/etc/apt/sources.list.d/khugepaged-rs-backports.sources";
+const APT_PIN: &str = "/etc/apt/preferences.d/khugepaged-rs-backports";
+
+/// The make variables every kbuild call gets: Debian's rustc (rustup's,
+/// first on PATH, has no library source) and clang 19.
+pub fn make_vars(layout: &Layout) -> Vec<String> {
+    vec![
+        "LLVM=-19".into(),
+        "CC=ccache clang-19".into(),
+        "RUSTC=/usr/bin/rustc".into(),
+        "HOSTRUSTC=/usr/bin/rustc".into(),
+        "RUSTDOC=/usr/bin/rustdoc".into(),
+        "RUSTFMT=/usr/bin/rustfmt".into(),
+        "CLIPPY_DRIVER=/usr/bin/clippy-driver".into(),
+        format!("BINDGEN={}", layout.bindgen().display()),
+    ]
+}
+
+struct Tool {
+    name: &'static str,
+    path: &'static str,
+    /// Debian package (or how to get it) that provides it.
+    fix: &'static str,
+}
+
+const TOOLS: &[Tool] = &[
+    Tool { name: "rustc", path: "/usr/bin/rustc", fix: "apt-get install rustc-web" },
+    Tool { name: "rust library source", path: "/usr/lib/rustlib/src/rust/library/core/src/lib.rs", fix: "apt-get install rust-web-src" },
+    Tool { name: "rustfmt", path: "/usr/bin/rustfmt", fix: "apt-get install rustfmt-web" },
+    Tool { name: "clippy-driver", path: "/usr/bin/clippy-driver", fix: "apt-get install rust-web-clippy" },
+    Tool { name: "clang-19", path: "/usr/bin/clang-19", fix: "apt-get install clang-19" },
+    Tool { name: "ld.lld-19", path: "/usr/bin/ld.lld-19", fix: "apt-get install lld-19" },
+    Tool { name: "llvm-ar-19", path: "/usr/bin/llvm-ar-19", fix: "apt-get install llvm-19" },
+    Tool { name: "libclang-19", path: "/usr/lib/llvm-19/lib/libclang.so", fix: "apt-get install libclang-19-dev" },
+    Tool { name: "flex", path: "/usr/bin/flex", fix: "apt-get install flex" },
+    Tool { name: "bison", path: "/usr/bin/bison", fix: "apt-get install bison" },
+    Tool { name: "bc", path: "/usr/bin/bc", fix: "apt-get install bc" },
+    Tool { name: "libelf", path: "/usr/include/libelf.h", fix: "apt-get install libelf-dev" },
+    Tool { name: "openssl headers", path: "/usr/include/openssl/ssl.h", fix: "apt-get install libssl-dev" },
+    Tool { name: "cpio", path: "/usr/bin/cpio", fix: "apt-get install cpio" },
+    Tool { name: "rsync", path: "/usr/bin/rsync", fix: "apt-get install rsync" },
+    Tool { name: "ccache", path: "/usr/bin/ccache", fix: "apt-get install ccache" },
+    Tool { name: "busybox (static)", path: "/bin/busybox", fix: "apt-get install busybox-static" },
+    Tool { name: "mkfs.ext4", path: "/sbin/mkfs.ext4", fix: "apt-get install e2fsprogs" },
+    Tool { name: "mkswap", path: "/sbin/mkswap", fix: "apt-get install util-linux" },
+    Tool { name: "qemu-system-x86_64", path: "/usr/bin/qemu-system-x86_64", fix: "apt-get install qemu-system-x86" },
+    Tool { name: "git send-email", path: "/usr/lib/git-core/git-send-email", fix: "apt-get install git-email" },
+];
+
+/// Tools that are absent, each with the fix.
+fn missing(layout: &Layout) -> Vec<String> {
+    let mut v: Vec<String> = TOOLS
+        .iter()
+        .filter(|t| !Path::new(t.path).exists())
+        .map(|t| format!("{} ({}): {}", t.name, t.path, t.fix))
+        .collect();
+    if !layout.bindgen().exists() {
+        v.push(format!(
+            "bindgen ({}): cargo install --locked bindgen-cli --version {BINDGEN_VERSION} --root {}",
+            layout.bindgen().display(),
+            layout.cache.join("bindgen").display()
+        ));
+    }
+    v
+}
+
+fn apt_get(args: &[&str]) -> Result<()> {
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-y", "-q", "--no-install-recommends"])
+            .args(args),
+    )
+}
+
+/// Add trixie-backports (for linux-source-7.3) and bookworm-backports (for a
+/// qemu that matches an already backported qemu-utils), both pinned low so
+/// nothing else on the system is taken from them.
+pub fn ensure_apt_sources() -> Result<bool> {
+    if Path::new(APT_SOURCES).exists() && Path::new(APT_PIN).exists() {
+        return Ok(false);
+    }
+    let sources = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie-backports bookworm-backports\n\
+                   Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+    let pin = "Package: *\nPin: release n=trixie-backports\nPin-Priority: 100\n\n\
+               Package: *\nPin: release n=bookworm-backports\nPin-Priority: 100\n";
+    fs::write(APT_SOURCES, sources).with_context(|| format!("cannot write {APT_SOURCES} (run as root)"))?;
+    fs::write(APT_PIN, pin).with_context(|| format!("cannot write {APT_PIN} (run as root)"))?;
+    Ok(true)
+}
+
+/// Install whatever is missing. Needs root for apt.
+pub fn install(layout: &Layout) -> Result<()> {
+    let added = ensure_apt_sources()?;
+    let absent_pkgs: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    let need_qemu = !Path::new("/usr/bin/qemu-system-x86_64").exists();
+    if added || !absent_pkgs.is_empty() || need_qemu {
+        apt_get(&["update"])?;
+    }
+    if !absent_pkgs.is_empty() {
+        eprintln!("installing Debian packages: {}", absent_pkgs.join(" "));
+        let mut args = vec!["install"];
+        args.extend(absent_pkgs);
+        apt_get(&args)?;
+    }
+    if need_qemu {
+        // A qemu-utils from bookworm-backports breaks bookworm's
+        // qemu-system-common: take qemu-system-x86 from the same suite.
+        let utils = cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
+            .unwrap_or_default();
+        if utils.contains("bpo12") {
+            apt_get(&["install", "-t", "bookworm-backports", "qemu-system-x86"])?;
+        } else {
+            apt_get(&["install", "qemu-system-x86"])?;
+        }
+    }
+    if !layout.bindgen().exists() {
+        eprintln!("installing bindgen-cli {BINDGEN_VERSION} from crates.io (~1.5 min)");
+        cmd::run(
+            Command::new("cargo")
+                .args(["install", "--locked", "bindgen-cli", "--version", BINDGEN_VERSION, "--root"])
+                .arg(layout.cache.join("bindgen")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Parse "x.y.z" out of a version banner.
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split(|c: char| c.is_whitespace() || c == '-' || c == '(')
+        .find_map(|w| {
+            let mut it = w.split('.');
+            let a = it.next()?.parse().ok()?;
+            let b = it.next()?.parse().ok()?;
+            let c = it.next().unwrap_or("0").parse().ok()?;
+            Some((a, b, c))
+        })
+}
+
+fn version_of(prog: &str, arg: &str) -> Result<(u32, u32, u32)> {
+    let out = cmd::output(Command::new(prog).arg(arg))?;
+    parse_version(&out).with_context(|| format!("cannot read a version from `{prog} {arg}`: {out}"))
+}
+
+/// The minimum version the kernel tree asks for.
+fn min_version(tree: &Path, tool: &str) -> Result<(u32, u32, u32)> {
+    let out = cmd::output(
+        Command::new("sh")
+            .arg(tree.join("scripts/min-tool-version.sh"))
+            .arg(tool)
+            .env("SRCARCH", "x86"),
+    )?;
+    parse_version(&out).with_context(|| format!("min-tool-version.sh {tool} printed {out}"))
+}
+
+/// Check presence and versions; fail naming every missing or old tool.
+pub fn check(layout: &Layout, tree: &Path) -> Result<()> {
+    let mut problems = missing(layout);
+    if problems.is_empty() {
+        for (tool, prog, arg) in [
+            ("rustc", "/usr/bin/rustc", "--version"),
+            ("bindgen", layout.bindgen().to_str().unwrap_or("bindgen"), "--version"),
+            ("llvm", "/usr/bin/clang-19", "--version"),
+        ] {
+            let have = version_of(prog, arg)?;
+            let want = min_version(tree, tool)?;
+            if have < want {
+                problems.push(format!(
+                    "{tool} {}.{}.{} at {prog} is older than the {}.{}.{} that scripts/min-tool-version.sh asks for",
+                    have.0, have.1, have.2, want.0, want.1, want.2
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "toolchain incomplete (run `cargo harness install` as root, or fix by hand):\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// `make rustavailable`: the one check that tells whether CONFIG_RUST will stick.
+pub fn rust_available(layout: &Layout, tree: &Path, build: &Path) -> Result<()> {
+    std::fs::create_dir_all(build)?;
+    cmd::output(
+        Command::new("make")
+            .arg("-C")
+            .arg(tree)
+            .arg(format!("O={}", build.display()))
+            .args(make_vars(layout))
+            .arg("rustavailable"),
+    )
+    .context("`make rustavailable` failed: CONFIG_RUST would be dropped")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_banners() {
+        assert_eq!(parse_version("rustc 1.96.0 (ac68faa20 2026-05-25)"), Some((1, 96, 0)));
+        assert_eq!(parse_version("bindgen 0.73.2"), Some((0, 73, 2)));
+        assert_eq!(
+            parse_version("Debian clang version 19.1.7 (3+b1)\nTarget: x86_64-pc-linux-gnu"),
+            Some((19, 1, 7))
+        );
+        assert_eq!(parse_version("no version here"), None);
+        assert!(parse_version("rustc 1.95.0") < parse_version("1.96.0"));
+    }
+}

@@ -1,0 +1,248 @@
+//! The verdict of one guest run: per-test results from the tests' KTAP
+//! output, KUnit results and kernel splats from the console, and the checks
+//! that make a run count (every case finished, enough CPUs, no timeout).
+
+use crate::ktap::{self, Status, TestLine};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub exit_code: Option<i32>,
+    pub plan: Option<u32>,
+    pub tests: Vec<TestLine>,
+    /// Why this case fails as a whole (no end marker, bad exit, short plan).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SuiteResult {
+    pub name: String,
+    pub status: Status,
+    pub pass: u32,
+    pub fail: u32,
+    pub skip: u32,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Splat {
+    pub line: usize,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub cpus: Option<u32>,
+    pub cases: Vec<CaseResult>,
+    pub kunit: Vec<SuiteResult>,
+    pub splats: Vec<Splat>,
+    pub problems: Vec<String>,
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.skipped == 0 && self.splats.is_empty() && self.problems.is_empty()
+    }
+}
+
+/// Kernel log lines that mean something went wrong in the kernel.
+const SPLAT_STARTS: &[&str] = &[
+    "BUG:", "WARNING:", "INFO: ", "Oops", "kernel BUG at", "Kernel panic", "general protection fault",
+    "UBSAN:", "------------[ cut here ]------------", "Unable to handle kernel",
+];
+const SPLAT_CONTAINS: &[&str] = &[
+    "Bad rss-counter", "Bad page state", "Bad page map", "DEBUG_LOCKS_WARN_ON", "KASAN:",
+    "rcu: INFO:", "page_table_check: ", "circular locking dependency", "possible recursive locking",
+    "inconsistent lock state", "suspicious RCU usage", "lockdep is turned off",
+];
+
+/// Strip the printk timestamp `[    1.234567] `; `None` for lines without
+/// one (userspace writes to the console, continuation fragments).
+pub fn kernel_text(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix('[')?;
+    let (ts, text) = rest.split_once("] ")?;
+    ts.trim().parse::<f64>().ok()?;
+    Some(text)
+}
+
+pub fn splats(console: &str) -> Vec<Splat> {
+    console
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let t = kernel_text(l)?.trim_start();
+            let hit = SPLAT_STARTS.iter().any(|s| t.starts_with(s)) || SPLAT_CONTAINS.iter().any(|s| t.contains(s));
+            hit.then(|| Splat { line: i + 1, text: t.to_string() })
+        })
+        .collect()
+}
+
+/// KUnit suites from the kernel log: the top-level result lines and the
+/// per-suite `# name: pass:P fail:F skip:S total:T` counts.
+pub fn kunit(console: &str) -> Vec<SuiteResult> {
+    let mut out: Vec<SuiteResult> = Vec::new();
+    let mut counts: Vec<(String, Vec<(String, u32)>)> = Vec::new();
+    for l in console.lines() {
+        let Some(t) = kernel_text(l) else { continue };
+        if let Some(r) = ktap::parse_result(t) {
+            let c = counts.iter().rev().find(|(n, _)| *n == r.name).map(|(_, c)| c.clone()).unwrap_or_default();
+            let get = |k: &str| c.iter().find(|(kk, _)| kk == k).map(|(_, v)| *v).unwrap_or(0);
+            out.push(SuiteResult { pass: get("pass"), fail: get("fail"), skip: get("skip"), name: r.name, status: r.status });
+        } else if let Some(c) = ktap::parse_totals(t) {
+            let name = t[2..].split_once(": ").map(|(n, _)| n.to_string()).unwrap_or_default();
+            if name != "Totals" {
+                counts.push((name, c));
+            }
+        }
+    }
+    out
+}
+
+/// Split the tests log into cases by the guest's markers and parse each.
+pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResult>, Vec<String>) {
+    let mut cpus = None;
+    let mut done = false;
+    let mut cases: Vec<CaseResult> = Vec::new();
+    let mut open = false;
+    for line in tests_log.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(n) = line.strip_prefix("KHRS-CPUS ") {
+            cpus = n.trim().parse().ok();
+        } else if let Some(rest) = line.strip_prefix("KHRS-BEGIN ") {
+            let name = rest.split_once(' ').map(|(_, n)| n).unwrap_or("").to_string();
+            cases.push(CaseResult { name, exit_code: None, plan: None, tests: Vec::new(), problems: Vec::new() });
+            open = true;
+        } else if let Some(rest) = line.strip_prefix("KHRS-END ") {
+            if let Some(c) = cases.last_mut() {
+                c.exit_code = rest.split_once("rc=").and_then(|(_, rc)| rc.trim().parse().ok());
+            }
+            open = false;
+        } else if line == "KHRS-DONE" {
+            done = true;
+        } else if open {
+            let c = cases.last_mut().expect("open case");
+            // Only top-level results: nested (indented) subtests belong to
+            // their parent's line.
+            if let Some(r) = ktap::parse_result(line) {
+                c.tests.push(r);
+            } else if let Some(p) = ktap::parse_plan(line) {
+                c.plan.get_or_insert(p);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    if !done {
+        problems.push("the guest did not finish its test list (no KHRS-DONE): hang, crash or timeout".into());
+    }
+    for c in &mut cases {
+        match c.exit_code {
+            None => c.problems.push("did not finish".into()),
+            // kselftest exit codes: 0 pass, 4 skip (reported per test).
+            Some(0) | Some(4) => {}
+            Some(rc) => c.problems.push(format!("exit code {rc}")),
+        }
+        if let Some(p) = c.plan {
+            if c.tests.len() as u32 != p {
+                c.problems.push(format!("planned {p} tests, reported {}", c.tests.len()));
+            }
+        }
+        if c.plan.is_none() && c.tests.is_empty() && c.exit_code == Some(0) {
+            // A plain command (not KTAP): its exit code is its result.
+        }
+    }
+    for e in expected {
+        if !cases.iter().any(|c| &c.name == e) {
+            problems.push(format!("case `{e}` never started"));
+        }
+    }
+    (cpus, cases, problems)
+}
+
+pub fn judge(tests_log: &str, console: &str, expected: &[String], min_cpus: u32, timed_out: bool) -> Verdict {
+    let (cpus, cases, mut problems) = cases(tests_log, expected);
+    if timed_out {
+        problems.insert(0, "the guest was killed at the timeout".into());
+    }
+    match cpus {
+        Some(n) if n < min_cpus => problems.push(format!("the guest ran on {n} CPU(s), {min_cpus} required")),
+        None => problems.push("the guest never reported its CPU count".into()),
+        _ => {}
+    }
+    let kunit = kunit(console);
+    let splats = splats(console);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for c in &cases {
+        if c.tests.is_empty() {
+            // Plain commands count by exit code.
+            match c.exit_code {
+                Some(0) => passed += 1,
+                Some(4) => skipped += 1,
+                _ => failed += 1,
+            }
+            continue;
+        }
+        for t in &c.tests {
+            match t.status {
+                Status::Pass => passed += 1,
+                Status::Fail => failed += 1,
+                Status::Skip => skipped += 1,
+            }
+        }
+        if !c.problems.is_empty() {
+            failed += 1;
+        }
+    }
+    for s in &kunit {
+        passed += s.pass;
+        failed += s.fail;
+        skipped += s.skip;
+        if s.status == Status::Fail && s.fail == 0 {
+            failed += 1;
+        }
+    }
+    Verdict { cpus, cases, kunit, splats, problems, passed, failed, skipped }
+}
+
+/// Human summary; the last line is `N passed, N failed, N skipped`.
+pub fn render(v: &Verdict) -> String {
+    let mut s = String::new();
+    for c in &v.cases {
+        let count = |st| c.tests.iter().filter(|t| t.status == st).count();
+        let mark = if c.problems.is_empty() && count(Status::Fail) == 0 && count(Status::Skip) == 0 { "PASS" } else { "FAIL" };
+        s.push_str(&format!(
+            "{mark} {:<40} {} passed, {} failed, {} skipped{}\n",
+            c.name,
+            count(Status::Pass),
+            count(Status::Fail),
+            count(Status::Skip),
+            if c.problems.is_empty() { String::new() } else { format!(" ({})", c.problems.join("; ")) }
+        ));
+        for t in c.tests.iter().filter(|t| t.status != Status::Pass) {
+            s.push_str(&format!("     {:?}: {} {}\n", t.status, t.name, t.reason.clone().unwrap_or_default()));
+        }
+    }
+    for k in &v.kunit {
+        s.push_str(&format!(
+            "{} kunit {:<34} {} passed, {} failed, {} skipped\n",
+            if k.status == Status::Fail { "FAIL" } else { "PASS" },
+            k.name,
+            k.pass,
+            k.fail,
+            k.skip
+        ));
+    }
+    if let Some(n) = v.cpus {
+        s.push_str(&format!("guest CPUs: {n}\n"));
+    }
+    for sp in v.splats.iter().take(20) {
+        s.push_str(&format!("SPLAT console line {}: {}\n", sp.line, sp.text));
+    }
+    for p in &v.problems {
+        s.push_str(&format!("PROBLEM: {p}\n"));
+    }
+    s.push_str(&format!("{} splats\n", v.splats.len()));
+    s.push_str(&format!("{} passed, {} failed, {} skipped\n", v.passed, v.failed, v.skipped));
+    s
+}
