@@ -49,6 +49,15 @@ enum Command {
     /// The main job: install what is missing, apply, build, boot, run the
     /// khugepaged kselftests (and any extra command), print the verdict.
     Run(RunOpts),
+    /// The whole test suite: unit tests and model check (`cargo test`), then
+    /// the guest runs under each lock configuration.
+    Test {
+        /// Lock configurations to run in the guest.
+        #[arg(long = "config", value_enum, default_values = ["default", "shared-ptl"])]
+        variants: Vec<Variant>,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: guest::Accel,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +110,7 @@ fn main() {
         Command::Export => export(&layout),
         Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
         Command::Run(o) => run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the run failed") }),
+        Command::Test { variants, accel } => test(&layout, &variants, accel),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
@@ -225,4 +235,38 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     println!("{text}");
     eprintln!("console: {}\nresult: {}", boot.console.display(), dir.join("result.json").display());
     Ok(v.ok())
+}
+
+fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()> {
+    let mut failed = Vec::new();
+    eprintln!("== cargo test --workspace (harness unit tests, model check)");
+    if let Err(e) = cmd::run(
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&layout.repo)
+            .args(["test", "--workspace", "--release"]),
+    ) {
+        failed.push(format!("cargo test: {e:#}"));
+    }
+    for &v in variants {
+        eprintln!("== guest run, config {}", v.name());
+        let o = RunOpts {
+            build: BuildOpts { variant: v, force: false, mailed_only: false },
+            accel,
+            timeout: 900,
+            files: Vec::new(),
+            no_khugepaged: false,
+            append: String::new(),
+            command: Vec::new(),
+        };
+        match run(layout, &o) {
+            Ok(true) => {}
+            Ok(false) => failed.push(format!("guest run {}: see its verdict above", v.name())),
+            Err(e) => failed.push(format!("guest run {}: {e:#}", v.name())),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("test suite failed:\n  {}", failed.join("\n  "));
+    }
+    eprintln!("test suite passed");
+    Ok(())
 }
