@@ -100,7 +100,9 @@ pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -
         c.arg("-C").arg(tree).arg(format!("O={}", build.display())).args(toolchain::make_vars(layout)).arg(target);
         c
     };
-    let old = fs::read_to_string(build.join(".config")).unwrap_or_default();
+    let dot_config = build.join(".config");
+    let old = fs::read_to_string(&dot_config).unwrap_or_default();
+    let old_mtime = fs::metadata(&dot_config).and_then(|m| m.modified()).ok();
     let pb = cmd::stage_bar("configure");
     pb.set_message("tinyconfig + merge_config.sh + olddefconfig");
     cmd::output(&mut make("tinyconfig"))?;
@@ -130,6 +132,10 @@ pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -
         );
     }
     if old == new {
+        // Keep the old mtime so that kbuild does not re-sync and relink.
+        if let Some(t) = old_mtime {
+            fs::File::options().write(true).open(&dot_config)?.set_modified(t)?;
+        }
         eprintln!("  configure: .config unchanged");
     }
     Ok(())

@@ -79,22 +79,27 @@ pub fn splats(console: &str) -> Vec<Splat> {
         .collect()
 }
 
-/// KUnit suites from the kernel log: the top-level result lines and the
-/// per-suite `# name: pass:P fail:F skip:S total:T` counts.
+/// KUnit suites from the kernel log: each top-level result line closes a
+/// suite whose test cases are the result lines one level (4 spaces) deeper.
 pub fn kunit(console: &str) -> Vec<SuiteResult> {
     let mut out: Vec<SuiteResult> = Vec::new();
-    let mut counts: Vec<(String, Vec<(String, u32)>)> = Vec::new();
+    let (mut pass, mut fail, mut skip) = (0, 0, 0);
     for l in console.lines() {
         let Some(t) = kernel_text(l) else { continue };
-        if let Some(r) = ktap::parse_result(t) {
-            let c = counts.iter().rev().find(|(n, _)| *n == r.name).map(|(_, c)| c.clone()).unwrap_or_default();
-            let get = |k: &str| c.iter().find(|(kk, _)| kk == k).map(|(_, v)| *v).unwrap_or(0);
-            out.push(SuiteResult { pass: get("pass"), fail: get("fail"), skip: get("skip"), name: r.name, status: r.status });
-        } else if let Some(c) = ktap::parse_totals(t) {
-            let name = t[2..].split_once(": ").map(|(n, _)| n.to_string()).unwrap_or_default();
-            if name != "Totals" {
-                counts.push((name, c));
+        let body = t.trim_start_matches(' ');
+        let depth = (t.len() - body.len()) / 4;
+        let Some(r) = ktap::parse_result(body) else { continue };
+        match depth {
+            0 => {
+                out.push(SuiteResult { name: r.name, status: r.status, pass, fail, skip });
+                (pass, fail, skip) = (0, 0, 0);
             }
+            1 => match r.status {
+                Status::Pass => pass += 1,
+                Status::Fail => fail += 1,
+                Status::Skip => skip += 1,
+            },
+            _ => {}
         }
     }
     out
@@ -129,6 +134,14 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
                 c.tests.push(r);
             } else if let Some(p) = ktap::parse_plan(line) {
                 c.plan.get_or_insert(p);
+            } else if let Some(totals) = line.strip_prefix("# Totals: ").and_then(|_| ktap::parse_totals(line)) {
+                // kselftest's own count must agree with the lines we parsed.
+                let get = |k: &str| totals.iter().find(|(kk, _)| kk == k).map(|(_, v)| *v).unwrap_or(0);
+                let count = |st| c.tests.iter().filter(|t| t.status == st).count() as u32;
+                let (p, f, s) = (get("pass"), get("fail") + get("error") + get("xpass"), get("skip"));
+                if (p, f, s) != (count(Status::Pass), count(Status::Fail), count(Status::Skip)) {
+                    c.problems.push(format!("kselftest totals pass:{p} fail:{f} skip:{s} disagree with the result lines"));
+                }
             }
         }
     }
@@ -245,4 +258,78 @@ pub fn render(v: &Verdict) -> String {
     s.push_str(&format!("{} splats\n", v.splats.len()));
     s.push_str(&format!("{} passed, {} failed, {} skipped\n", v.passed, v.failed, v.skipped));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TESTS: &str = include_str!("../tests/fixtures/tests-base-default.log");
+    const CONSOLE: &str = include_str!("../tests/fixtures/console-base-default.log");
+
+    fn six() -> Vec<String> {
+        crate::guest::khugepaged_cases(include_str!("../tests/fixtures/run_vmtests-7.3.4.sh"))
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// A real run of the unpatched base (7.3.4, TCG, 2 vCPUs) in which
+    /// `khugepaged -s 2` bailed out after its first test.
+    #[test]
+    fn real_run_with_a_bail_out() {
+        let v = judge(TESTS, CONSOLE, &six(), 2, false);
+        assert_eq!(v.cpus, Some(2));
+        assert_eq!(v.cases.len(), 6);
+        let s2 = &v.cases[1];
+        assert_eq!(s2.name, "khugepaged -s 2");
+        assert_eq!(s2.exit_code, Some(1));
+        assert_eq!(s2.plan, Some(26));
+        assert_eq!(s2.tests.len(), 1);
+        assert!(s2.problems.iter().any(|p| p.contains("planned 26")), "{:?}", s2.problems);
+        assert_eq!(v.cases[0].tests.len(), 26);
+        assert!(v.cases[0].problems.is_empty());
+        assert_eq!(v.cases[5].name, "khugepaged all:file /mnt/file");
+        assert_eq!(v.cases[5].tests.len(), 31);
+        assert!(v.splats.is_empty(), "{:?}", v.splats);
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert!(!v.ok());
+        assert!(render(&v).ends_with("442 passed, 1 failed, 0 skipped\n"), "{}", render(&v));
+    }
+
+    #[test]
+    fn kunit_suites_from_the_console() {
+        let k = kunit(CONSOLE);
+        let names: Vec<&str> = k.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["rust_kernel_fmt", "rust_spinlock_irq_condvar", "rust_doctests_kernel"]);
+        assert_eq!((k[0].pass, k[2].pass, k[2].fail), (1, 360, 0));
+    }
+
+    #[test]
+    fn a_short_run_is_not_a_pass() {
+        // Cut the real log after the third case started: timeout/hang.
+        let cut = &TESTS[..TESTS.find("KHRS-BEGIN 3").unwrap() + 40];
+        let v = judge(cut, CONSOLE, &six(), 2, true);
+        assert!(!v.ok());
+        assert!(v.problems.iter().any(|p| p.contains("timeout")));
+        assert!(v.problems.iter().any(|p| p.contains("no KHRS-DONE")));
+        assert!(v.problems.iter().any(|p| p.contains("`khugepaged all:file /mnt/file` never started")));
+        assert!(v.cases[2].problems.contains(&"did not finish".to_string()));
+        // One CPU is not enough for a race run.
+        let one = TESTS.replace("KHRS-CPUS 2", "KHRS-CPUS 1");
+        assert!(judge(&one, CONSOLE, &six(), 2, false).problems.iter().any(|p| p.contains("1 CPU")));
+    }
+
+    #[test]
+    fn splats_in_kernel_lines_only() {
+        let log = "[    1.000000] Kernel command line: console=ttyS0 page_table_check=on\n\
+                   [    1.100000] Lock dependency validator: Copyright (c) 2006 Red Hat, Inc., Ingo Molnar\n\
+                   BUG: userspace text is not a kernel splat\n\
+                   [   12.345678] BUG: Bad rss-counter state mm:00000000c0ffee type:MM_ANONPAGES val:1\n\
+                   [   13.000000] WARNING: possible circular locking dependency detected\n\
+                   [   14.000000] kernel BUG at mm/page_table_check.c:136!\n";
+        let s = splats(log);
+        assert_eq!(s.iter().map(|s| s.line).collect::<Vec<_>>(), [4, 5, 6]);
+        assert!(splats(CONSOLE).is_empty());
+    }
 }
