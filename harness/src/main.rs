@@ -1,6 +1,7 @@
 //! `cargo harness`: build, boot and test the khugepaged Rust series on
 //! Linux 7.3. Thin orchestration around kbuild, kselftest, QEMU and git.
 
+mod ab;
 mod base;
 mod build;
 mod cmd;
@@ -88,6 +89,10 @@ struct RunOpts {
     /// Do not run the khugepaged kselftests (only the extra command).
     #[arg(long)]
     no_khugepaged: bool,
+    /// Implementations to run the cases under, one block each, when the
+    /// local debugfs switch is built in (ignored on a kernel without it).
+    #[arg(long = "impl", value_enum, default_values = ["rust"])]
+    impls: Vec<ab::Impl>,
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     append: String,
@@ -188,6 +193,17 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
         };
         files.push((src, name));
     }
+    // The C/Rust switch exists when the series' option is on and the local
+    // stack (which adds the switch) is applied.
+    let dot_config = std::fs::read_to_string(build.join(".config"))?;
+    let impls: Vec<ab::Impl> = if !o.build.mailed_only && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") {
+        o.impls.clone()
+    } else {
+        Vec::new()
+    };
+    if !impls.is_empty() {
+        cases = ab::blocks(&cases, &impls);
+    }
     if !o.command.is_empty() {
         let c = o.command.join(" ");
         cases.push(guest::Case { name: c.clone(), command: c });
@@ -217,11 +233,12 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     let tests_log = std::fs::read_to_string(&boot.tests).unwrap_or_default();
     let console = std::fs::read_to_string(&boot.console).unwrap_or_default();
     let expected: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
-    let v = verdict::judge(&tests_log, &console, &expected, 2, outcome.timed_out);
+    let v = verdict::judge(&tests_log, &console, &expected, 2, outcome.timed_out, &impls);
     let text = verdict::render(&v);
     std::fs::write(dir.join("verdict.txt"), &text)?;
     let json = serde_json::json!({
         "config": o.build.variant,
+        "impls": impls,
         "accel": accel,
         "kernel": image,
         "build_dir": build,
@@ -256,6 +273,7 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
             files: Vec::new(),
             no_khugepaged: false,
             append: String::new(),
+            impls: vec![ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::C],
             command: Vec::new(),
         };
         match run(layout, &o) {

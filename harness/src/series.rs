@@ -300,3 +300,58 @@ mod tests {
         assert!(export_to(&tree, &t.path().join("p2")).is_err());
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        cmd::output(&mut cmd::git(dir, args)).unwrap();
+    }
+
+    /// A base repository with a tag, a clone layout, and a series whose
+    /// second patch does not apply: the error names that patch, and the
+    /// work tree is left without a half-applied `git am`.
+    #[test]
+    fn a_patch_that_does_not_apply_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout { repo: t.path().join("repo"), cache: t.path().join("cache") };
+        let base = layout.base_repo();
+        fs::create_dir_all(&base).unwrap();
+        git(&base, &["init", "-q", "-b", "base"]);
+        git(&base, &["config", "user.name", "T"]);
+        git(&base, &["config", "user.email", "t@example.org"]);
+        fs::write(base.join("f"), "a\nb\nc\n").unwrap();
+        git(&base, &["add", "f"]);
+        git(&base, &["commit", "-q", "-m", "base"]);
+        git(&base, &["tag", BASE_TAG]);
+        // Make two patches on a scratch branch of the base.
+        git(&base, &["checkout", "-q", "-b", "scratch"]);
+        fs::write(base.join("f"), "a\nB\nc\n").unwrap();
+        git(&base, &["commit", "-q", "-am", "mm: good"]);
+        fs::write(base.join("f"), "a\nB\nC\n").unwrap();
+        git(&base, &["commit", "-q", "-am", "mm: broken"]);
+        let p = layout.patches();
+        export_to(&base, &p).unwrap();
+        git(&base, &["checkout", "-q", "base"]);
+        // Break the second patch's context.
+        let name = "0002-mm-broken.patch";
+        let text = fs::read_to_string(p.join(name)).unwrap().replace(" a\n", " x\n");
+        fs::write(p.join(name), text).unwrap();
+        fs::create_dir_all(layout.repo.join("work")).unwrap();
+        let err = format!("{:#}", apply(&layout, true, false).unwrap_err());
+        assert!(err.contains("0002-mm-broken.patch does not apply"), "{err}");
+        let wt = layout.work_tree();
+        assert!(!wt.join(".git/rebase-apply").exists(), "git am left in progress");
+        // The good first patch alone applies, and a re-apply is a no-op.
+        fs::write(p.join("series"), "0001-mm-good.patch\n").unwrap();
+        apply(&layout, true, false).unwrap();
+        assert_eq!(fs::read_to_string(wt.join("f")).unwrap(), "a\nB\nc\n");
+        apply(&layout, true, false).unwrap();
+        // Local edits are not thrown away without --force.
+        fs::write(wt.join("f"), "edited\n").unwrap();
+        assert!(format!("{:#}", apply(&layout, true, false).unwrap_err()).contains("--force"));
+        apply(&layout, true, true).unwrap();
+        assert_eq!(fs::read_to_string(wt.join("f")).unwrap(), "a\nB\nc\n");
+    }
+}

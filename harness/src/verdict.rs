@@ -2,6 +2,7 @@
 //! output, KUnit results and kernel splats from the console, and the checks
 //! that make a run count (every case finished, enough CPUs, no timeout).
 
+use crate::ab;
 use crate::ktap::{self, Status, TestLine};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -12,6 +13,9 @@ pub struct CaseResult {
     pub tests: Vec<TestLine>,
     /// Why this case fails as a whole (no end marker, bad exit, short plan).
     pub problems: Vec<String>,
+    /// Raw output, kept only for counter reads (`@stats` cases).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +40,8 @@ pub struct Verdict {
     pub kunit: Vec<SuiteResult>,
     pub splats: Vec<Splat>,
     pub problems: Vec<String>,
+    /// Counters of the C/Rust switch after each block, when it was used.
+    pub counters: Vec<(String, ab::Counters)>,
     pub passed: u32,
     pub failed: u32,
     pub skipped: u32,
@@ -117,7 +123,14 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
             cpus = n.trim().parse().ok();
         } else if let Some(rest) = line.strip_prefix("KHRS-BEGIN ") {
             let name = rest.split_once(' ').map(|(_, n)| n).unwrap_or("").to_string();
-            cases.push(CaseResult { name, exit_code: None, plan: None, tests: Vec::new(), problems: Vec::new() });
+            cases.push(CaseResult {
+                name,
+                exit_code: None,
+                plan: None,
+                tests: Vec::new(),
+                problems: Vec::new(),
+                output: Vec::new(),
+            });
             open = true;
         } else if let Some(rest) = line.strip_prefix("KHRS-END ") {
             if let Some(c) = cases.last_mut() {
@@ -128,6 +141,10 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
             done = true;
         } else if open {
             let c = cases.last_mut().expect("open case");
+            if c.name.starts_with(ab::STATS_PREFIX) {
+                c.output.push(line.to_string());
+                continue;
+            }
             // Only top-level results: nested (indented) subtests belong to
             // their parent's line.
             if let Some(r) = ktap::parse_result(line) {
@@ -173,8 +190,24 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
     (cpus, cases, problems)
 }
 
-pub fn judge(tests_log: &str, console: &str, expected: &[String], min_cpus: u32, timed_out: bool) -> Verdict {
-    let (cpus, cases, mut problems) = cases(tests_log, expected);
+pub fn judge(
+    tests_log: &str,
+    console: &str,
+    expected: &[String],
+    min_cpus: u32,
+    timed_out: bool,
+    impls: &[ab::Impl],
+) -> Verdict {
+    let (cpus, all, mut problems) = cases(tests_log, expected);
+    let (stats, cases): (Vec<CaseResult>, Vec<CaseResult>) =
+        all.into_iter().partition(|c| c.name.starts_with(ab::STATS_PREFIX));
+    let counters: Vec<(String, ab::Counters)> = stats
+        .iter()
+        .map(|c| (c.name[ab::STATS_PREFIX.len()..].to_string(), ab::parse_stats(&c.output)))
+        .collect();
+    if !impls.is_empty() {
+        problems.extend(ab::check(&counters, impls));
+    }
     if timed_out {
         problems.insert(0, "the guest was killed at the timeout".into());
     }
@@ -215,7 +248,7 @@ pub fn judge(tests_log: &str, console: &str, expected: &[String], min_cpus: u32,
             failed += 1;
         }
     }
-    Verdict { cpus, cases, kunit, splats, problems, passed, failed, skipped }
+    Verdict { cpus, cases, kunit, splats, problems, counters, passed, failed, skipped }
 }
 
 /// Human summary; the last line is `N passed, N failed, N skipped`.
@@ -245,6 +278,10 @@ pub fn render(v: &Verdict) -> String {
             k.fail,
             k.skip
         ));
+    }
+    for (label, c) in &v.counters {
+        let show: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        s.push_str(&format!("counters after {label}: {}\n", show.join(" ")));
     }
     if let Some(n) = v.cpus {
         s.push_str(&format!("guest CPUs: {n}\n"));
@@ -278,7 +315,7 @@ mod tests {
     /// `khugepaged -s 2` bailed out after its first test.
     #[test]
     fn real_run_with_a_bail_out() {
-        let v = judge(TESTS, CONSOLE, &six(), 2, false);
+        let v = judge(TESTS, CONSOLE, &six(), 2, false, &[]);
         assert_eq!(v.cpus, Some(2));
         assert_eq!(v.cases.len(), 6);
         let s2 = &v.cases[1];
@@ -309,7 +346,7 @@ mod tests {
     fn a_short_run_is_not_a_pass() {
         // Cut the real log after the third case started: timeout/hang.
         let cut = &TESTS[..TESTS.find("KHRS-BEGIN 3").unwrap() + 40];
-        let v = judge(cut, CONSOLE, &six(), 2, true);
+        let v = judge(cut, CONSOLE, &six(), 2, true, &[]);
         assert!(!v.ok());
         assert!(v.problems.iter().any(|p| p.contains("timeout")));
         assert!(v.problems.iter().any(|p| p.contains("no KHRS-DONE")));
@@ -317,7 +354,7 @@ mod tests {
         assert!(v.cases[2].problems.contains(&"did not finish".to_string()));
         // One CPU is not enough for a race run.
         let one = TESTS.replace("KHRS-CPUS 2", "KHRS-CPUS 1");
-        assert!(judge(&one, CONSOLE, &six(), 2, false).problems.iter().any(|p| p.contains("1 CPU")));
+        assert!(judge(&one, CONSOLE, &six(), 2, false, &[]).problems.iter().any(|p| p.contains("1 CPU")));
     }
 
     #[test]

@@ -142,6 +142,9 @@ pub enum Protocol {
     /// Negative control for deadlock detection: hold ptl and *block* on pml
     /// (lock-order inversion against pml -> ptl).  Not a proposed protocol.
     NaiveNested,
+    /// Negative control: (d) without the `ptl == pml` special case, i.e.
+    /// `spin_trylock(pml)` even when pml is the ptl we hold.
+    OursNoSameLockSkip,
 }
 
 /// Concurrent actors.
@@ -172,6 +175,8 @@ pub struct Config {
     pub actors: Vec<Actor>,
     /// Initial contents of table 0.
     pub initial: [Pte; NSLOTS],
+    /// Raise loom's preemption bound to at least this for this model.
+    pub min_preemptions: Option<usize>,
 }
 
 impl Config {
@@ -183,6 +188,7 @@ impl Config {
             realloc: false,
             actors: Vec::new(),
             initial: [Pte::File(0), Pte::None],
+            min_preemptions: None,
         }
     }
     pub fn actor(mut self, a: Actor) -> Self {
@@ -601,6 +607,10 @@ fn collapse_upstream_73(mm: &Mm, _t1: usize) -> Outcome {
 
 /// (d) ours.
 fn collapse_ours(mm: &Mm, _t1: usize) -> Outcome {
+    collapse_ours_impl(mm, true)
+}
+
+fn collapse_ours_impl(mm: &Mm, skip_same_lock: bool) -> Outcome {
     let Some(t) = mm.pmd_table() else { return mm.abort(0, "pte_offset_map_rw_nolock: no table") };
     let pgt_pmd = t;
     let mut ptl = Some(mm.ptl(t).lock());
@@ -615,7 +625,7 @@ fn collapse_ours(mm: &Mm, _t1: usize) -> Outcome {
         if let Err(why) = mm.step2(t, &mut nr) {
             return mm.abort(nr, why);
         }
-        if pml.is_some() || !mm.split() {
+        if pml.is_some() || (skip_same_lock && !mm.split()) {
             break; // both held; with ptl == pml, ptl *is* pml
         }
         match mm.pml.try_lock() {
@@ -648,10 +658,14 @@ fn collapse_ours(mm: &Mm, _t1: usize) -> Outcome {
 fn collapse_naive_nested(mm: &Mm, _t1: usize) -> Outcome {
     let Some(t) = mm.pmd_table() else { return mm.abort(0, "no table") };
     let _ptl = mm.ptl(t).lock();
+    if mm.pmd_table() != Some(t) {
+        return mm.abort(0, "pmd_same failed before step 2");
+    }
     let mut nr = 0;
     if let Err(why) = mm.step2(t, &mut nr) {
         return mm.abort(nr, why);
     }
+    mm.ev("collapse", "holding ptl, spin_lock(pml) (blocking)");
     let _pml = if mm.split() { Some(mm.lock_pml()) } else { None };
     mm.account(nr);
     mm.remove_table(t)
@@ -676,6 +690,7 @@ pub fn collapse(mm: &Mm) -> Outcome {
         Protocol::Upstream73 => collapse_upstream_73(mm, t1),
         Protocol::Ours => collapse_ours(mm, t1),
         Protocol::NaiveNested => collapse_naive_nested(mm, t1),
+        Protocol::OursNoSameLockSkip => collapse_ours_impl(mm, false),
     }
 }
 
@@ -735,10 +750,12 @@ pub fn pt_reclaim(mm: &Mm) {
             mm.free_table("pt_reclaim(direct)", t);
             return;
         }
+        mm.ev("pt_reclaim", "table empty but spin_trylock(pml) failed: drop ptl");
     }
     // zap_pte_table_if_empty()
     let _pml = mm.lock_pml();
     let Some(t) = mm.pmd_table() else { return };
+    mm.ev("pt_reclaim", format!("zap_pte_table_if_empty: pml held, spin_lock_nested(ptl of table {t})"));
     let _ptl = if mm.split() { Some(mm.ptl(t).lock()) } else { None };
     if !mm.all_none(t) {
         return;
@@ -812,7 +829,7 @@ impl Mm {
 /// One loom execution body: spawn the actors, run collapse on the main
 /// thread, join, check.  Panics (with an `INV_*` message and the trace) if a
 /// violation was recorded.
-pub fn execution(cfg: &Config) {
+pub fn execution(cfg: &Config) -> ExecSummary {
     assert!(cfg.actors.len() < loom::MAX_THREADS, "too many actors for loom");
     CUR_TRACE.with(|t| t.borrow_mut().clear());
     let mm = Arc::new(Mm::new(cfg.clone()));
@@ -832,15 +849,52 @@ pub fn execution(cfg: &Config) {
     }
     mm.final_check();
     let v = mm.violations.lock().unwrap().clone();
+    let trace = mm.trace.lock().unwrap().clone();
     if !v.is_empty() {
-        let trace = mm.trace.lock().unwrap().join("\n  ");
-        panic!("{}\ncounterexample ({:?}, split_ptlocks={}, uffd_private={}):\n  {}", v.join("\n"),
-            cfg.protocol, cfg.split_ptlocks, cfg.uffd_private, trace);
+        panic!(
+            "{}\ncounterexample ({:?}, split_ptlocks={}, uffd_private={}):\n  {}",
+            v.join("\n"),
+            cfg.protocol,
+            cfg.split_ptlocks,
+            cfg.uffd_private,
+            trace.join("\n  ")
+        );
+    }
+    ExecSummary {
+        outcome: o,
+        trylock_failed: trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
+        table_reclaimed: trace.iter().any(|e| e.starts_with("pt_reclaim")),
+    }
+}
+
+/// What one (violation-free) execution did, for coverage assertions.
+#[derive(Clone, Copy, Debug)]
+pub struct ExecSummary {
+    pub outcome: Outcome,
+    pub trylock_failed: bool,
+    pub table_reclaimed: bool,
+}
+
+/// Coverage over all explored executions.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub executions: usize,
+    pub outcomes: std::collections::BTreeSet<String>,
+    pub trylock_failed: usize,
+    pub table_reclaimed: usize,
+}
+
+impl Stats {
+    pub fn saw_success(&self) -> bool {
+        self.outcomes.contains("Succeeded")
+    }
+    pub fn saw_abort(&self) -> bool {
+        self.outcomes.iter().any(|o| o.starts_with("Aborted"))
     }
 }
 
 /// Default preemption bound (overridable with LOOM_MAX_PREEMPTIONS).
-pub const DEFAULT_PREEMPTION_BOUND: usize = 3;
+pub const DEFAULT_PREEMPTION_BOUND: usize = 2;
 
 pub fn builder() -> loom::model::Builder {
     let mut b = loom::model::Builder::new();
@@ -851,31 +905,57 @@ pub fn builder() -> loom::model::Builder {
 }
 
 /// Explore every interleaving (within the preemption bound); panics on the
-/// first violating one.
-pub fn check(cfg: Config) {
-    builder().check(move || execution(&cfg));
+/// first violating one; returns coverage statistics otherwise.
+pub fn check(cfg: Config) -> Stats {
+    let stats = Arc::new(std::sync::Mutex::new(Stats::default()));
+    let st = stats.clone();
+    let mut b = builder();
+    if let Some(n) = cfg.min_preemptions {
+        b.preemption_bound = Some(b.preemption_bound.map_or(n, |p| p.max(n)));
+    }
+    b.check(move || {
+        let s = execution(&cfg);
+        let mut g = st.lock().unwrap();
+        g.executions += 1;
+        g.outcomes.insert(match s.outcome {
+            Outcome::Aborted(why) => format!("Aborted({why})"),
+            o => format!("{o:?}"),
+        });
+        g.trylock_failed += s.trylock_failed as usize;
+        g.table_reclaimed += s.table_reclaimed as usize;
+    });
+    let r = stats.lock().unwrap().clone();
+    r
+}
+
+/// Like [`check`] but returns the first violation's message (with the
+/// counterexample trace) as `Err` instead of panicking.
+pub fn explore(cfg: Config) -> Result<Stats, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(cfg))) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(panic_message(e)),
+    }
 }
 
 /// Explore, and return the panic message of the first violating interleaving
 /// (None if every explored interleaving is fine).
 pub fn find_violation(cfg: Config) -> Option<String> {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(cfg)));
-    match r {
-        Ok(()) => None,
-        Err(e) => {
-            let mut m = if let Some(s) = e.downcast_ref::<String>() {
-                s.clone()
-            } else if let Some(s) = e.downcast_ref::<&str>() {
-                s.to_string()
-            } else {
-                "<non-string panic>".to_string()
-            };
-            if !m.contains("counterexample") {
-                let t = CUR_TRACE.with(|t| t.borrow().join("\n  "));
-                m.push_str("\ntrace of the failing execution:\n  ");
-                m.push_str(&t);
-            }
-            Some(m)
-        }
+    explore(cfg).err()
+}
+
+fn panic_message(e: Box<dyn std::any::Any + Send>) -> String {
+    let mut m = if let Some(s) = e.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = e.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "<non-string panic>".to_string()
+    };
+    if !m.contains("counterexample") {
+        // Torn down by loom itself (e.g. deadlock): show our trace too.
+        let t = CUR_TRACE.with(|t| t.borrow().join("\n  "));
+        m.push_str("\ntrace of the failing execution:\n  ");
+        m.push_str(&t);
     }
+    m
 }
