@@ -69,20 +69,24 @@ pub fn parse(text: &str) -> BTreeMap<String, Want> {
     m
 }
 
-/// Every (fragment, symbol, wanted, got) that did not stick.
+/// Every symbol whose value in `.config` differs from what the fragments
+/// ask for. Fragments are in merge order: a later one overrides an earlier
+/// one, as merge_config.sh does.
 pub fn mismatches(fragments: &[(String, String)], config: &str) -> Vec<String> {
     let have = parse(config);
-    let mut bad = Vec::new();
+    let mut want: BTreeMap<String, (String, Want)> = BTreeMap::new();
     for (name, text) in fragments {
-        for (sym, want) in parse(text) {
-            let got = have.get(&sym).cloned().flatten();
-            if got != want {
-                let show = |v: &Want| v.clone().unwrap_or_else(|| "n (not set)".into());
-                bad.push(format!("{sym}: {name} asks for {}, .config has {}", show(&want), show(&got)));
-            }
+        for (sym, v) in parse(text) {
+            want.insert(sym, (name.clone(), v));
         }
     }
-    bad
+    let show = |v: &Want| v.clone().unwrap_or_else(|| "n (not set)".into());
+    want.into_iter()
+        .filter_map(|(sym, (name, want))| {
+            let got = have.get(&sym).cloned().flatten();
+            (got != want).then(|| format!("{sym}: {name} asks for {}, .config has {}", show(&want), show(&got)))
+        })
+        .collect()
 }
 
 pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant) -> Vec<PathBuf> {
@@ -168,6 +172,13 @@ mod tests {
         assert!(bad[1].starts_with("CONFIG_RUST: rust.config asks for y, .config has n (not set)"));
         assert!(bad[2].starts_with("CONFIG_SLUB_TINY: rust.config asks for n (not set), .config has y"));
         assert!(mismatches(&frag, "CONFIG_RUST=y\nCONFIG_NR_CPUS=2\nCONFIG_KUNIT=y\n").is_empty());
+        // A later fragment overrides an earlier one.
+        let two = vec![
+            ("guest.config".to_string(), "CONFIG_NR_CPUS=8\n".to_string()),
+            ("shared-ptl.config".to_string(), "CONFIG_NR_CPUS=2\n".to_string()),
+        ];
+        assert!(mismatches(&two, "CONFIG_NR_CPUS=2\n").is_empty());
+        assert_eq!(mismatches(&two, "CONFIG_NR_CPUS=8\n"), ["CONFIG_NR_CPUS: shared-ptl.config asks for 2, .config has 8"]);
     }
 
     /// The real fragments of the repository parse and are not empty.
