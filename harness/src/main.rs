@@ -9,6 +9,7 @@ mod config;
 mod guest;
 mod ktap;
 mod layout;
+mod mail;
 mod series;
 mod toolchain;
 mod verdict;
@@ -59,6 +60,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         accel: guest::Accel,
     },
+    /// The mailed series as `[RFC PATCH vN]` mails in work/mail/vN: checkpatch,
+    /// subjects, Signed-off-by, kernel-doc, per-patch builds, get_maintainer,
+    /// then `git send-email --dry-run` (a real send needs --send and --smtp-server).
+    Mail(mail::Opts),
 }
 
 #[derive(Args, Clone)]
@@ -116,6 +121,7 @@ fn main() {
         Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
         Command::Run(o) => run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the run failed") }),
         Command::Test { variants, accel } => test(&layout, &variants, accel),
+        Command::Mail(o) => base::ensure(&layout).and_then(|_| mail::run(&layout, &o)),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
@@ -148,11 +154,13 @@ fn timed<T>(stages: &mut Stages, name: &str, f: impl FnOnce() -> Result<T>) -> R
 /// Install what is missing, apply, configure, build. Returns (tree, build dir, bzImage).
 fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<(PathBuf, PathBuf, PathBuf)> {
     timed(stages, "install", || {
-        if toolchain::check(layout, &layout.base_repo()).is_err() || !base::is_ready(layout) {
-            install(layout)?;
+        let ready = base::is_ready(layout) && toolchain::check(layout, &layout.base_repo()).is_ok();
+        if !ready {
+            toolchain::install(layout)?;
         }
         Ok(())
     })?;
+    timed(stages, "unpack", || base::ensure(layout))?;
     let tree = timed(stages, "apply", || series::apply(layout, !o.mailed_only, o.force))?;
     toolchain::check(layout, &tree)?;
     let build = layout.build_dir(o.variant.name());
@@ -263,6 +271,10 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
             .args(["test", "--workspace", "--release"]),
     ) {
         failed.push(format!("cargo test: {e:#}"));
+    }
+    eprintln!("== mail loopback round trip (git send-email to 127.0.0.1, git am, compare trees)");
+    if let Err(e) = base::ensure(layout).and_then(|_| mail::loopback_round_trip(layout)) {
+        failed.push(format!("mail loopback round trip: {e:#}"));
     }
     for &v in variants {
         eprintln!("== guest run, config {}", v.name());

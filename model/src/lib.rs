@@ -69,7 +69,10 @@ pub struct SpinGuard<'a> {
 
 impl SpinLock {
     pub fn new() -> Self {
-        SpinLock { held: Mutex::new(false), released: Condvar::new() }
+        SpinLock {
+            held: Mutex::new(false),
+            released: Condvar::new(),
+        }
     }
     /// `spin_trylock()`
     pub fn try_lock(&self) -> Option<SpinGuard<'_>> {
@@ -268,7 +271,11 @@ impl Mm {
                     pml.clone()
                 },
                 st: UnsafeCell::new(TableState {
-                    slots: if t == 0 { cfg.initial } else { [Pte::None; NSLOTS] },
+                    slots: if t == 0 {
+                        cfg.initial
+                    } else {
+                        [Pte::None; NSLOTS]
+                    },
                     freed: false,
                 }),
             })
@@ -287,7 +294,11 @@ impl Mm {
             pml,
             tables,
             next_table: UnsafeCell::new(1),
-            view: UnsafeCell::new(CollapseView { tlb, file_refs, outcome: None }),
+            view: UnsafeCell::new(CollapseView {
+                tlb,
+                file_refs,
+                outcome: None,
+            }),
             violations: std::sync::Mutex::new(Vec::new()),
             trace: std::sync::Mutex::new(Vec::new()),
         }
@@ -363,7 +374,10 @@ impl Mm {
             (*p).freed = true;
             ((*p).slots, was)
         });
-        self.ev(who, format!("pmd_clear + free table {t} containing {slots:?}"));
+        self.ev(
+            who,
+            format!("pmd_clear + free table {t} containing {slots:?}"),
+        );
         if was_freed {
             self.violation(INV_DOUBLE_FREE, format!("{who} freed table {t} again"));
         }
@@ -452,11 +466,17 @@ impl Mm {
                 Pte::File(j) if j == i => {
                     self.set(t, i, Pte::None);
                     *nr += 1;
-                    self.ev("collapse", format!("step 2: clear slot {i} of table {t} (no flush yet)"));
+                    self.ev(
+                        "collapse",
+                        format!("step 2: clear slot {i} of table {t} (no flush yet)"),
+                    );
                 }
                 Pte::Guard => return Err("step 2: SCAN_PTE_NON_PRESENT (marker)"),
                 p => {
-                    self.ev("collapse", format!("step 2: slot {i} = {p:?} is not our folio"));
+                    self.ev(
+                        "collapse",
+                        format!("step 2: slot {i} = {p:?} is not our folio"),
+                    );
                     return Err("step 2: not our folio");
                 }
             }
@@ -502,7 +522,9 @@ thread_local! {
 /// (a) pre-fix 2023.
 fn collapse_prefix_2023(mm: &Mm, _t1: usize) -> Outcome {
     // pte_offset_map_nolock(); spin_lock(ptl)  (no pmd recheck in 2023)
-    let Some(t) = mm.pmd_table() else { return mm.abort(0, "no table at step 2") };
+    let Some(t) = mm.pmd_table() else {
+        return mm.abort(0, "no table at step 2");
+    };
     let mut nr = 0;
     {
         let _ptl = mm.ptl(t).lock();
@@ -513,14 +535,20 @@ fn collapse_prefix_2023(mm: &Mm, _t1: usize) -> Outcome {
     }
     mm.account(nr);
     let _pml = mm.lock_pml();
-    let _ptl = if mm.split() { Some(mm.ptl(t).lock()) } else { None };
+    let _ptl = if mm.split() {
+        Some(mm.ptl(t).lock())
+    } else {
+        None
+    };
     mm.ev("collapse", "step 4: pml + ptl held");
     mm.remove_table(t)
 }
 
 /// (b) Hugh's v2 as posted.
 fn collapse_hugh_v2(mm: &Mm, _t1: usize) -> Outcome {
-    let Some(t) = mm.pmd_table() else { return mm.abort(0, "no table at step 2") };
+    let Some(t) = mm.pmd_table() else {
+        return mm.abort(0, "no table at step 2");
+    };
     let mut ptl = Some(mm.ptl(t).lock());
     let mut pml: Option<SpinGuard<'_>> = None;
     loop {
@@ -541,7 +569,10 @@ fn collapse_hugh_v2(mm: &Mm, _t1: usize) -> Outcome {
                 break;
             }
             None => {
-                mm.ev("collapse", "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl");
+                mm.ev(
+                    "collapse",
+                    "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl",
+                );
                 drop(ptl.take());
                 pml = Some(mm.lock_pml());
                 ptl = Some(mm.ptl(t).lock());
@@ -567,7 +598,9 @@ fn collapse_upstream_73(mm: &Mm, _t1: usize) -> Outcome {
         mm.ev("collapse", "uffd private: pmd_lock before step 2");
     }
     // pte_offset_map_rw_nolock()
-    let Some(t) = mm.pmd_table() else { return mm.abort(0, "pte_offset_map_rw_nolock: no table") };
+    let Some(t) = mm.pmd_table() else {
+        return mm.abort(0, "pte_offset_map_rw_nolock: no table");
+    };
     let pgt_pmd = t;
     let mut ptl: Option<SpinGuard<'_>> = None;
     let pml_held = pml.is_some();
@@ -611,7 +644,9 @@ fn collapse_ours(mm: &Mm, _t1: usize) -> Outcome {
 }
 
 fn collapse_ours_impl(mm: &Mm, skip_same_lock: bool) -> Outcome {
-    let Some(t) = mm.pmd_table() else { return mm.abort(0, "pte_offset_map_rw_nolock: no table") };
+    let Some(t) = mm.pmd_table() else {
+        return mm.abort(0, "pte_offset_map_rw_nolock: no table");
+    };
     let pgt_pmd = t;
     let mut ptl = Some(mm.ptl(t).lock());
     if mm.pmd_table() != Some(pgt_pmd) {
@@ -635,14 +670,20 @@ fn collapse_ours_impl(mm: &Mm, skip_same_lock: bool) -> Outcome {
                 break;
             }
             None => {
-                mm.ev("collapse", "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl nested");
+                mm.ev(
+                    "collapse",
+                    "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl nested",
+                );
                 drop(ptl.take());
                 pml = Some(mm.lock_pml());
                 ptl = Some(mm.ptl(t).lock());
                 if mm.pmd_table() != Some(pgt_pmd) {
                     return mm.abort(nr, "pmd_same failed after relock");
                 }
-                mm.ev("collapse", "rescan step 2 with both locks (cumulative count)");
+                mm.ev(
+                    "collapse",
+                    "rescan step 2 with both locks (cumulative count)",
+                );
             }
         }
     }
@@ -656,7 +697,9 @@ fn collapse_ours_impl(mm: &Mm, skip_same_lock: bool) -> Outcome {
 
 /// Negative control: block on pml while holding ptl.
 fn collapse_naive_nested(mm: &Mm, _t1: usize) -> Outcome {
-    let Some(t) = mm.pmd_table() else { return mm.abort(0, "no table") };
+    let Some(t) = mm.pmd_table() else {
+        return mm.abort(0, "no table");
+    };
     let _ptl = mm.ptl(t).lock();
     if mm.pmd_table() != Some(t) {
         return mm.abort(0, "pmd_same failed before step 2");
@@ -666,7 +709,11 @@ fn collapse_naive_nested(mm: &Mm, _t1: usize) -> Outcome {
         return mm.abort(nr, why);
     }
     mm.ev("collapse", "holding ptl, spin_lock(pml) (blocking)");
-    let _pml = if mm.split() { Some(mm.lock_pml()) } else { None };
+    let _pml = if mm.split() {
+        Some(mm.lock_pml())
+    } else {
+        None
+    };
     mm.account(nr);
     mm.remove_table(t)
 }
@@ -683,7 +730,10 @@ pub fn collapse(mm: &Mm) -> Outcome {
         Ok(t) => t,
         Err(o) => return o,
     };
-    mm.ev("collapse", "spin_unlock(ptl) after step 1; mmu_notifier start");
+    mm.ev(
+        "collapse",
+        "spin_unlock(ptl) after step 1; mmu_notifier start",
+    );
     match mm.cfg.protocol {
         Protocol::PreFix2023 => collapse_prefix_2023(mm, t1),
         Protocol::HughV2 => collapse_hugh_v2(mm, t1),
@@ -710,7 +760,10 @@ pub fn uffd_copy(mm: &Mm, slot: usize) {
     let Some((t, _g)) = mm.map_lock() else { return }; // -EAGAIN
     if mm.get(t, slot) == Pte::None {
         mm.set(t, slot, Pte::Anon);
-        mm.ev("uffd", format!("install anon PTE in slot {slot} of table {t}"));
+        mm.ev(
+            "uffd",
+            format!("install anon PTE in slot {slot} of table {t}"),
+        );
     }
 }
 
@@ -728,7 +781,10 @@ pub fn guard_install(mm: &Mm, slot: usize) {
     let Some((t, _g)) = mm.map_lock() else { return };
     if mm.get(t, slot) == Pte::None {
         mm.set(t, slot, Pte::Guard);
-        mm.ev("guard", format!("install guard marker in slot {slot} of table {t}"));
+        mm.ev(
+            "guard",
+            format!("install guard marker in slot {slot} of table {t}"),
+        );
     }
 }
 
@@ -738,7 +794,9 @@ pub fn guard_install(mm: &Mm, slot: usize) {
 /// an already-empty table is modelled (see README).
 pub fn pt_reclaim(mm: &Mm) {
     {
-        let Some((t, _ptl)) = mm.map_lock() else { return };
+        let Some((t, _ptl)) = mm.map_lock() else {
+            return;
+        };
         if !mm.all_none(t) {
             return; // can_reclaim_pt false / table not empty
         }
@@ -750,13 +808,23 @@ pub fn pt_reclaim(mm: &Mm) {
             mm.free_table("pt_reclaim(direct)", t);
             return;
         }
-        mm.ev("pt_reclaim", "table empty but spin_trylock(pml) failed: drop ptl");
+        mm.ev(
+            "pt_reclaim",
+            "table empty but spin_trylock(pml) failed: drop ptl",
+        );
     }
     // zap_pte_table_if_empty()
     let _pml = mm.lock_pml();
     let Some(t) = mm.pmd_table() else { return };
-    mm.ev("pt_reclaim", format!("zap_pte_table_if_empty: pml held, spin_lock_nested(ptl of table {t})"));
-    let _ptl = if mm.split() { Some(mm.ptl(t).lock()) } else { None };
+    mm.ev(
+        "pt_reclaim",
+        format!("zap_pte_table_if_empty: pml held, spin_lock_nested(ptl of table {t})"),
+    );
+    let _ptl = if mm.split() {
+        Some(mm.ptl(t).lock())
+    } else {
+        None
+    };
     if !mm.all_none(t) {
         return;
     }
@@ -807,9 +875,15 @@ impl Mm {
         }
         // Accounting: refs held for File PTEs == File PTEs still mapped.
         let refs = self.view(|v| v.file_refs);
-        let mapped = live_slots.iter().filter(|p| matches!(p, Pte::File(_))).count();
+        let mapped = live_slots
+            .iter()
+            .filter(|p| matches!(p, Pte::File(_)))
+            .count();
         if refs != mapped {
-            self.violation(INV_ACCOUNTING, format!("refs {refs} but {mapped} File PTEs mapped"));
+            self.violation(
+                INV_ACCOUNTING,
+                format!("refs {refs} but {mapped} File PTEs mapped"),
+            );
         }
         // Clean outcome: success <=> table 0 is gone; abort keeps table 0
         // unless someone else (PT_RECLAIM) legitimately freed it.
@@ -830,7 +904,10 @@ impl Mm {
 /// thread, join, check.  Panics (with an `INV_*` message and the trace) if a
 /// violation was recorded.
 pub fn execution(cfg: &Config) -> ExecSummary {
-    assert!(cfg.actors.len() < loom::MAX_THREADS, "too many actors for loom");
+    assert!(
+        cfg.actors.len() < loom::MAX_THREADS,
+        "too many actors for loom"
+    );
     CUR_TRACE.with(|t| t.borrow_mut().clear());
     let mm = Arc::new(Mm::new(cfg.clone()));
     let handles: Vec<_> = cfg
@@ -864,6 +941,8 @@ pub fn execution(cfg: &Config) -> ExecSummary {
         outcome: o,
         trylock_failed: trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
         table_reclaimed: trace.iter().any(|e| e.starts_with("pt_reclaim")),
+        rescan_abort: matches!(o, Outcome::Aborted(_))
+            && trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
     }
 }
 
@@ -873,6 +952,9 @@ pub struct ExecSummary {
     pub outcome: Outcome,
     pub trylock_failed: bool,
     pub table_reclaimed: bool,
+    /// collapse aborted after its spin_trylock(pml) failed (i.e. on the
+    /// relock + pmd_same + rescan path)
+    pub rescan_abort: bool,
 }
 
 /// Coverage over all explored executions.
@@ -882,6 +964,7 @@ pub struct Stats {
     pub outcomes: std::collections::BTreeSet<String>,
     pub trylock_failed: usize,
     pub table_reclaimed: usize,
+    pub rescan_abort: usize,
 }
 
 impl Stats {
@@ -923,6 +1006,7 @@ pub fn check(cfg: Config) -> Stats {
         });
         g.trylock_failed += s.trylock_failed as usize;
         g.table_reclaimed += s.table_reclaimed as usize;
+        g.rescan_abort += s.rescan_abort as usize;
     });
     let r = stats.lock().unwrap().clone();
     r
