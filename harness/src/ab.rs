@@ -50,11 +50,19 @@ impl Impl {
 /// The cases run once per implementation, each block followed by a stats
 /// read; a stats read first gives the baseline.
 pub fn blocks(cases: &[Case], impls: &[Impl]) -> Vec<Case> {
-    let stats = |label: &str| Case { name: format!("{STATS_PREFIX}{label}"), command: format!("cat {DEBUGFS}/stats") };
+    let stats = |label: &str| Case {
+        name: format!("{STATS_PREFIX}{label}"),
+        command: format!("cat {DEBUGFS}/stats"),
+        rust_only: false,
+    };
     let mut out = vec![stats("boot")];
     for &i in impls {
-        for c in cases {
-            out.push(Case { name: format!("[{}] {}", i.label(), c.name), command: format!("{}{}", i.select(), c.command) });
+        for c in cases.iter().filter(|c| !(c.rust_only && i == Impl::C)) {
+            out.push(Case {
+                name: format!("[{}] {}", i.label(), c.name),
+                command: format!("{}{}", i.select(), c.command),
+                rust_only: c.rust_only,
+            });
         }
         out.push(stats(i.label()));
     }
@@ -111,12 +119,16 @@ mod tests {
 
     #[test]
     fn blocks_and_checks() {
-        let cases = vec![Case { name: "khugepaged all:shmem".into(), command: "./khugepaged all:shmem".into() }];
+        let cases = vec![
+            Case { name: "khugepaged all:shmem".into(), command: "./khugepaged all:shmem".into(), rust_only: false },
+            Case { name: "collapse_retract_race".into(), command: "./collapse_retract_race".into(), rust_only: true },
+        ];
         let b = blocks(&cases, &[Impl::Rust, Impl::C]);
-        assert_eq!(b.len(), 5);
+        assert_eq!(b.len(), 6);
+        assert!(!b.iter().any(|c| c.name == "[c] collapse_retract_race"));
         assert_eq!(b[1].name, "[rust] khugepaged all:shmem");
         assert!(b[1].command.starts_with("echo Y > /sys/kernel/debug/khugepaged_rs/use_rust && echo 0 >"));
-        assert!(b[3].command.contains("echo N >"));
+        assert!(b[4].command.contains("echo N >"));
         let boot = snap("boot", "impl rust\nc_calls 0\nc_collapsed 0\nrust_calls 0\nrust_collapsed 0\nrust_relocks 0\n");
         let rust = snap("rust", "impl rust\nc_calls 0\nc_collapsed 0\nrust_calls 9\nrust_collapsed 4\nrust_collapsed_install_pmd 3\nrust_relocks 0\n");
         let c = snap("c", "impl c\nc_calls 5\nc_collapsed 4\nrust_calls 9\nrust_collapsed 4\nrust_relocks 0\n");
