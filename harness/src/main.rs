@@ -3,6 +3,7 @@
 
 mod ab;
 mod base;
+mod bench;
 mod build;
 mod cmd;
 mod config;
@@ -64,6 +65,9 @@ enum Command {
     /// subjects, Signed-off-by, kernel-doc, per-patch builds, get_maintainer,
     /// then `git send-email --dry-run` (a real send needs --send and --smtp-server).
     Mail(mail::Opts),
+    /// Benchmark the C and Rust try_collapse_pte_mapped_thp() in one boot
+    /// (guest/bench/collapse_bench.c, alternating rounds via the debugfs switch).
+    Bench(bench::BenchOpts),
 }
 
 #[derive(Args, Clone)]
@@ -98,6 +102,9 @@ struct RunOpts {
     /// local debugfs switch is built in (ignored on a kernel without it).
     #[arg(long = "impl", value_enum, default_values = ["rust"])]
     impls: Vec<ab::Impl>,
+    /// Arguments for the race selftests (e.g. `-s 60 -n 100000`).
+    #[arg(long, default_value = "")]
+    race_args: String,
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     append: String,
@@ -121,6 +128,7 @@ fn main() {
         Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
         Command::Run(o) => run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the run failed") }),
         Command::Test { variants, accel } => test(&layout, &variants, accel),
+        Command::Bench(o) => bench::run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the benchmark is not a result") }),
         Command::Mail(o) => base::ensure(&layout).and_then(|_| mail::run(&layout, &o)),
     };
     if let Err(e) = r {
@@ -180,15 +188,17 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     if !o.no_khugepaged && cases.len() != 6 {
         bail!("expected the six khugepaged invocations in run_vmtests.sh, found {}", cases.len());
     }
-    let (bins, _) = timed(&mut stages, "selftests", || {
-        build::selftests(layout, &tree, &build, if o.no_khugepaged { &[] } else { &["khugepaged"] })
-    })?;
+    let races = if o.no_khugepaged { Vec::new() } else { guest::race_cases(&run_vmtests, &o.race_args) };
+    let mut programs: Vec<&str> = if o.no_khugepaged { Vec::new() } else { vec!["khugepaged"] };
+    programs.extend(races.iter().filter_map(|c| c.command.split_whitespace().next()).map(|p| p.trim_start_matches("./")));
+    cases.extend(races.iter().cloned());
+    let (bins, _) = timed(&mut stages, "selftests", || build::selftests(layout, &tree, &build, &programs))?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let dir = layout.runs().join(format!("{stamp}-{}", o.build.variant.name()));
     std::fs::create_dir_all(&dir)?;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
-    if !o.no_khugepaged {
-        files.push((bins.join("khugepaged"), "khugepaged".into()));
+    for p in &programs {
+        files.push((bins.join(p), p.to_string()));
     }
     for f in &o.files {
         let (src, name) = match f.split_once(':') {
@@ -214,7 +224,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     }
     if !o.command.is_empty() {
         let c = o.command.join(" ");
-        cases.push(guest::Case { name: c.clone(), command: c });
+        cases.push(guest::Case { name: c.clone(), command: c, rust_only: false });
     }
     let init = layout.guest_files().join("init");
     let initramfs = guest::pack(&guest::Initramfs { init: &init, files, cases: &cases, setup: None }, &dir)?;
@@ -231,6 +241,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
         timeout: Duration::from_secs(o.timeout),
         console: dir.join("console.log"),
         tests: dir.join("tests.log"),
+        extra_args: &[],
     };
     let accel = guest::resolve_accel(&boot);
     eprintln!("  guest: {:?}, 2 vCPUs, logs in {}", accel, dir.display());
@@ -285,6 +296,7 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
             files: Vec::new(),
             no_khugepaged: false,
             append: String::new(),
+            race_args: String::new(),
             impls: vec![ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::C],
             command: Vec::new(),
         };
