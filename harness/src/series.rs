@@ -102,7 +102,7 @@ fn format_patches(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
         [
             "-c", "core.abbrev=12", "-c", "diff.noprefix=false",
             "format-patch", "--zero-commit", "--no-signature", "--no-numbered",
-            "--no-stat", "--full-index", "--output-directory",
+            "--full-index", "--output-directory",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -15,7 +15,7 @@ pub const PACKAGES: &[&str] = &[
     "rustc-web", "rust-web-src", "rust-web-clippy", "rustfmt-web", "clang-19", "lld-19", "llvm-19", "libclang-19-dev",
     "build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "xz-utils",
     "kmod", "rsync", "ccache", "busybox-static", "e2fsprogs", "git-email", "codespell",
-    "python3-aiosmtpd",
+    "python3-aiosmtpd", "python3-ply", "python3-git",
 ];
 pub const BINDGEN_VERSION: &str = "0.73.2";
 const APT_SOURCES: &str = "/etc/apt/sources.list.d/khugepaged-rs-backports.sources";
