@@ -796,4 +796,35 @@ mod tests {
         assert!(o.done);
         assert!(parse_output(&["SAMPLES case=x ns=1,zz".to_string()]).is_err());
     }
+
+    /// A real guest run (the whole tests.log of `cargo harness bench --accel
+    /// tcg --rounds 1 --iterations 20`, TCG): every collapse verified,
+    /// statistics recomputed from the raw samples agree with the program's.
+    #[test]
+    fn real_guest_output() {
+        let log = include_str!("../tests/fixtures/bench-tests.log");
+        let (cpus, cases) = split_cases(log);
+        assert_eq!(cpus, Some(2));
+        assert_eq!(cases.len(), 2);
+        let r = pool(&cases, 1, 20);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        for case in CASES {
+            for i in ["c", "rust"] {
+                let p = &r.pooled[*case][i];
+                assert_eq!(p.samples.len(), 20);
+                let o = parse_output(&cases.iter().find(|c| c.name.ends_with(&format!(" {i}"))).unwrap().lines).unwrap();
+                let b = &o.bench[*case];
+                let s = p.latency().unwrap();
+                assert_eq!(s.median.to_string(), b["median_ns"]);
+                assert_eq!(s.p99.to_string(), b["p99_ns"]);
+                assert_eq!(s.max.to_string(), b["max_ns"]);
+            }
+        }
+        // Asking for more rounds or collapses than ran is not a result.
+        assert!(!pool(&cases, 2, 20).problems.is_empty());
+        assert!(!pool(&cases, 1, 21).problems.is_empty());
+        let table = render(&r, "TCG");
+        assert!(table.contains("Rust/C ratios"), "{table}");
+        assert!(svg(&r, "TCG").starts_with("<svg"));
+    }
 }
