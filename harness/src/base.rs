@@ -90,7 +90,9 @@ pub fn ensure(layout: &Layout) -> Result<()> {
         c
     };
     cmd::output(&mut git(&["init", "-q", "-b", "base"]))?;
-    cmd::output(&mut git(&["add", "-A", "."]))?;
+    // -f: the tree's own .gitignore hides files it ships (.gitattributes,
+    // .clang-format, ...); the base must hold every file of the tarball.
+    cmd::output(&mut git(&["add", "-f", "-A", "."]))?;
     let msg = format!(
         "Linux 7.3.4 (Debian {PACKAGE} {VERSION})\n\nUnpacked from {TARBALL} (sha256 {TARBALL_SHA256}).\n\
          The trailing Debian packaging lines of .gitignore ('/*', '!/debian/') are\ndropped so that git sees new files, as upstream."
