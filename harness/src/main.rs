@@ -214,7 +214,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     // The C/Rust switch exists when the series' option is on and the local
     // stack (which adds the switch) is applied.
     let dot_config = std::fs::read_to_string(build.join(".config"))?;
-    let impls: Vec<ab::Impl> = if !o.build.mailed_only && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") {
+    let impls: Vec<ab::Impl> = if !o.build.mailed_only && !o.no_khugepaged && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") {
         o.impls.clone()
     } else {
         Vec::new()
