@@ -212,8 +212,7 @@ pub fn run(b: &Boot, accel: Accel) -> Result<BootOutcome> {
         let current = fs::read_to_string(&b.tests)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.starts_with("KHRS-BEGIN"))
-            .last()
+            .rfind(|l| l.starts_with("KHRS-BEGIN"))
             .map(|l| l.splitn(3, ' ').nth(2).unwrap_or("").to_string())
             .unwrap_or_else(|| "booting".into());
         pb.set_message(current);
