@@ -103,7 +103,7 @@ struct RunOpts {
     #[arg(long = "impl", value_enum, default_values = ["rust"])]
     impls: Vec<ab::Impl>,
     /// Arguments for the race selftests (e.g. `-s 60 -n 100000`).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     race_args: String,
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
