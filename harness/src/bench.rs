@@ -168,27 +168,9 @@ pub struct GuestCase {
 }
 
 pub fn split_cases(tests_log: &str) -> (Option<u32>, Vec<GuestCase>) {
-    let mut cpus = None;
-    let mut out: Vec<GuestCase> = Vec::new();
-    let mut open = false;
-    for line in tests_log.lines() {
-        let line = line.trim_end_matches('\r');
-        if let Some(n) = line.strip_prefix("KHRS-CPUS ") {
-            cpus = n.trim().parse().ok();
-        } else if let Some(rest) = line.strip_prefix("KHRS-BEGIN ") {
-            let name = rest.split_once(' ').map(|(_, n)| n).unwrap_or("").to_string();
-            out.push(GuestCase { name, rc: None, lines: Vec::new() });
-            open = true;
-        } else if let Some(rest) = line.strip_prefix("KHRS-END ") {
-            if let Some(c) = out.last_mut() {
-                c.rc = rest.split_once("rc=").and_then(|(_, rc)| rc.trim().parse().ok());
-            }
-            open = false;
-        } else if open {
-            out.last_mut().expect("open case").lines.push(line.to_string());
-        }
-    }
-    (cpus, out)
+    let (cpus, _, sections) = crate::verdict::split_sections(tests_log);
+    let cases = sections.into_iter().map(|s| GuestCase { name: s.name, rc: s.exit_code, lines: s.lines }).collect();
+    (cpus, cases)
 }
 
 // ------------------------------------------------------------- statistics

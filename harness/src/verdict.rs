@@ -111,11 +111,21 @@ pub fn kunit(console: &str) -> Vec<SuiteResult> {
     out
 }
 
-/// Split the tests log into cases by the guest's markers and parse each.
-pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResult>, Vec<String>) {
+/// One command's output in the tests log, between the guest's
+/// `KHRS-BEGIN n name` and `KHRS-END n rc=N` markers.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub name: String,
+    pub exit_code: Option<i32>,
+    pub lines: Vec<String>,
+}
+
+/// The guest's tests log: CPU count, whether the list finished
+/// (`KHRS-DONE`), and one section per command.
+pub fn split_sections(tests_log: &str) -> (Option<u32>, bool, Vec<Section>) {
     let mut cpus = None;
     let mut done = false;
-    let mut cases: Vec<CaseResult> = Vec::new();
+    let mut out: Vec<Section> = Vec::new();
     let mut open = false;
     for line in tests_log.lines() {
         let line = line.trim_end_matches('\r');
@@ -123,45 +133,61 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
             cpus = n.trim().parse().ok();
         } else if let Some(rest) = line.strip_prefix("KHRS-BEGIN ") {
             let name = rest.split_once(' ').map(|(_, n)| n).unwrap_or("").to_string();
-            cases.push(CaseResult {
-                name,
-                exit_code: None,
-                plan: None,
-                tests: Vec::new(),
-                problems: Vec::new(),
-                output: Vec::new(),
-            });
+            out.push(Section { name, exit_code: None, lines: Vec::new() });
             open = true;
         } else if let Some(rest) = line.strip_prefix("KHRS-END ") {
-            if let Some(c) = cases.last_mut() {
+            if let Some(c) = out.last_mut() {
                 c.exit_code = rest.split_once("rc=").and_then(|(_, rc)| rc.trim().parse().ok());
             }
             open = false;
         } else if line == "KHRS-DONE" {
             done = true;
         } else if open {
-            let c = cases.last_mut().expect("open case");
-            if c.name.starts_with(ab::STATS_PREFIX) {
-                c.output.push(line.to_string());
-                continue;
-            }
-            // Only top-level results: nested (indented) subtests belong to
-            // their parent's line.
-            if let Some(r) = ktap::parse_result(line) {
-                c.tests.push(r);
-            } else if let Some(p) = ktap::parse_plan(line) {
-                c.plan.get_or_insert(p);
-            } else if let Some(totals) = line.strip_prefix("# Totals: ").and_then(|_| ktap::parse_totals(line)) {
-                // kselftest's own count must agree with the lines we parsed.
-                let get = |k: &str| totals.iter().find(|(kk, _)| kk == k).map(|(_, v)| *v).unwrap_or(0);
-                let count = |st| c.tests.iter().filter(|t| t.status == st).count() as u32;
-                let (p, f, s) = (get("pass"), get("fail") + get("error") + get("xpass"), get("skip"));
-                if (p, f, s) != (count(Status::Pass), count(Status::Fail), count(Status::Skip)) {
-                    c.problems.push(format!("kselftest totals pass:{p} fail:{f} skip:{s} disagree with the result lines"));
-                }
+            out.last_mut().expect("open section").lines.push(line.to_string());
+        }
+    }
+    (cpus, done, out)
+}
+
+/// Parse one section: its KTAP results, plan and kselftest totals
+/// (counter reads keep their raw lines instead).
+fn parse_section(sec: Section) -> CaseResult {
+    let mut c = CaseResult {
+        name: sec.name,
+        exit_code: sec.exit_code,
+        plan: None,
+        tests: Vec::new(),
+        problems: Vec::new(),
+        output: Vec::new(),
+    };
+    if c.name.starts_with(ab::STATS_PREFIX) {
+        c.output = sec.lines;
+        return c;
+    }
+    for line in &sec.lines {
+        // Only top-level results: nested (indented) subtests belong to
+        // their parent's line.
+        if let Some(r) = ktap::parse_result(line) {
+            c.tests.push(r);
+        } else if let Some(p) = ktap::parse_plan(line) {
+            c.plan.get_or_insert(p);
+        } else if let Some(totals) = line.strip_prefix("# Totals: ").and_then(|_| ktap::parse_totals(line)) {
+            // kselftest's own count must agree with the lines we parsed.
+            let get = |k: &str| totals.iter().find(|(kk, _)| kk == k).map(|(_, v)| *v).unwrap_or(0);
+            let count = |st| c.tests.iter().filter(|t| t.status == st).count() as u32;
+            let (p, f, s) = (get("pass"), get("fail") + get("error") + get("xpass"), get("skip"));
+            if (p, f, s) != (count(Status::Pass), count(Status::Fail), count(Status::Skip)) {
+                c.problems.push(format!("kselftest totals pass:{p} fail:{f} skip:{s} disagree with the result lines"));
             }
         }
     }
+    c
+}
+
+/// Split the tests log into cases by the guest's markers and parse each.
+pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResult>, Vec<String>) {
+    let (cpus, done, sections) = split_sections(tests_log);
+    let mut cases: Vec<CaseResult> = sections.into_iter().map(parse_section).collect();
     let mut problems = Vec::new();
     if !done {
         problems.push("the guest did not finish its test list (no KHRS-DONE): hang, crash or timeout".into());
@@ -177,9 +203,6 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
             if c.tests.len() as u32 != p {
                 c.problems.push(format!("planned {p} tests, reported {}", c.tests.len()));
             }
-        }
-        if c.plan.is_none() && c.tests.is_empty() && c.exit_code == Some(0) {
-            // A plain command (not KTAP): its exit code is its result.
         }
     }
     for e in expected {
