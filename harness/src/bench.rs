@@ -383,8 +383,8 @@ pub fn render(r: &Results, mode: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<15} {:<5} {:>5} {:>10} {:>10} {:>10} | {:>6} {:>9} {:>9}  {}",
-        "case", "impl", "n", "median_ns", "p99_ns", "mean_ns", "pml_n", "pml_med", "pml_p99", "relocks"
+        "{:<15} {:<5} {:>5} {:>10} {:>10} {:>10} | {:>6} {:>9} {:>9}  relocks",
+        "case", "impl", "n", "median_ns", "p99_ns", "mean_ns", "pml_n", "pml_med", "pml_p99"
     );
     for &case in CASES {
         let Some(by) = r.pooled.get(case) else { continue };
@@ -478,7 +478,8 @@ pub fn render(r: &Results, mode: &str) -> String {
 /// A small SVG: per case, C and Rust bars of the median collapse latency
 /// with the p99 as a tick, and the same for the pmd-lock hold time.
 pub fn svg(r: &Results, mode: &str) -> String {
-    let panels: [(&str, fn(&Pooled) -> Option<Summary>); 2] =
+    type Panel<'a> = (&'a str, fn(&Pooled) -> Option<Summary>);
+    let panels: [Panel; 2] =
         [("collapse latency, us (bar median, tick p99)", Pooled::latency), ("pmd-lock hold, us", Pooled::pml_hold)];
     let (pw, ph, top, left) = (420.0, 260.0, 50.0, 50.0);
     let width = left + 2.0 * (pw + 40.0);
