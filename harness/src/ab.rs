@@ -86,7 +86,11 @@ pub fn parse_stats(lines: &[String]) -> Counters {
 pub fn check(snapshots: &[(String, Counters)], impls: &[Impl]) -> Vec<String> {
     let mut problems = Vec::new();
     if snapshots.len() != impls.len() + 1 {
-        problems.push(format!("expected {} counter snapshots, found {}", impls.len() + 1, snapshots.len()));
+        problems.push(format!(
+            "expected {} counter snapshots, found {}",
+            impls.len() + 1,
+            snapshots.len()
+        ));
         return problems;
     }
     for (k, &i) in impls.iter().enumerate() {
@@ -96,11 +100,17 @@ pub fn check(snapshots: &[(String, Counters)], impls: &[Impl]) -> Vec<String> {
         let other = if mine == "c" { "rust" } else { "c" };
         let done = delta(&format!("{mine}_collapsed")) + delta(&format!("{mine}_collapsed_install_pmd"));
         if done <= 0 {
-            problems.push(format!("[{}] block: no collapse counted for the {mine} implementation", i.label()));
+            problems.push(format!(
+                "[{}] block: no collapse counted for the {mine} implementation",
+                i.label()
+            ));
         }
         let stray = delta(&format!("{other}_calls"));
         if stray != 0 {
-            problems.push(format!("[{}] block: {stray} call(s) went to the {other} implementation", i.label()));
+            problems.push(format!(
+                "[{}] block: {stray} call(s) went to the {other} implementation",
+                i.label()
+            ));
         }
         if i == Impl::RustRelock && delta("rust_relocks") <= 0 {
             problems.push("[rust-relock] block: the relock-and-rescan path was never taken".into());
@@ -114,24 +124,43 @@ mod tests {
     use super::*;
 
     fn snap(label: &str, text: &str) -> (String, Counters) {
-        (label.into(), parse_stats(&text.lines().map(String::from).collect::<Vec<_>>()))
+        (
+            label.into(),
+            parse_stats(&text.lines().map(String::from).collect::<Vec<_>>()),
+        )
     }
 
     #[test]
     fn blocks_and_checks() {
         let cases = vec![
-            Case { name: "khugepaged all:shmem".into(), command: "./khugepaged all:shmem".into(), rust_only: false },
-            Case { name: "collapse_retract_race".into(), command: "./collapse_retract_race".into(), rust_only: true },
+            Case {
+                name: "khugepaged all:shmem".into(),
+                command: "./khugepaged all:shmem".into(),
+                rust_only: false,
+            },
+            Case {
+                name: "collapse_retract_race".into(),
+                command: "./collapse_retract_race".into(),
+                rust_only: true,
+            },
         ];
         let b = blocks(&cases, &[Impl::Rust, Impl::C]);
         assert_eq!(b.len(), 6);
         assert!(!b.iter().any(|c| c.name == "[c] collapse_retract_race"));
         assert_eq!(b[1].name, "[rust] khugepaged all:shmem");
-        assert!(b[1].command.starts_with("echo Y > /sys/kernel/debug/khugepaged_rs/use_rust && echo 0 >"));
+        assert!(b[1]
+            .command
+            .starts_with("echo Y > /sys/kernel/debug/khugepaged_rs/use_rust && echo 0 >"));
         assert!(b[4].command.contains("echo N >"));
-        let boot = snap("boot", "impl rust\nc_calls 0\nc_collapsed 0\nrust_calls 0\nrust_collapsed 0\nrust_relocks 0\n");
+        let boot = snap(
+            "boot",
+            "impl rust\nc_calls 0\nc_collapsed 0\nrust_calls 0\nrust_collapsed 0\nrust_relocks 0\n",
+        );
         let rust = snap("rust", "impl rust\nc_calls 0\nc_collapsed 0\nrust_calls 9\nrust_collapsed 4\nrust_collapsed_install_pmd 3\nrust_relocks 0\n");
-        let c = snap("c", "impl c\nc_calls 5\nc_collapsed 4\nrust_calls 9\nrust_collapsed 4\nrust_relocks 0\n");
+        let c = snap(
+            "c",
+            "impl c\nc_calls 5\nc_collapsed 4\nrust_calls 9\nrust_collapsed 4\nrust_relocks 0\n",
+        );
         assert!(check(&[boot.clone(), rust.clone(), c.clone()], &[Impl::Rust, Impl::C]).is_empty());
         // Rust block that collapsed nothing, or a C block that went to Rust.
         let p = check(&[boot.clone(), boot.clone(), rust.clone()], &[Impl::Rust, Impl::C]);

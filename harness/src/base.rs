@@ -26,15 +26,21 @@ fn sha256(path: &Path) -> Result<String> {
 fn verify(path: &Path, want: &str) -> Result<()> {
     let got = sha256(path)?;
     if got != want {
-        bail!("{} has sha256 {got}, expected {want}: corrupt download or a different package version", path.display());
+        bail!(
+            "{} has sha256 {got}, expected {want}: corrupt download or a different package version",
+            path.display()
+        );
     }
     Ok(())
 }
 
 /// The base repository exists and carries the base tag.
 pub fn is_ready(layout: &Layout) -> bool {
-    cmd::output(&mut cmd::git(&layout.base_repo(), ["rev-parse", "-q", "--verify", &format!("refs/tags/{BASE_TAG}")]))
-        .is_ok()
+    cmd::output(&mut cmd::git(
+        &layout.base_repo(),
+        ["rev-parse", "-q", "--verify", &format!("refs/tags/{BASE_TAG}")],
+    ))
+    .is_ok()
 }
 
 pub fn ensure(layout: &Layout) -> Result<()> {

@@ -116,7 +116,10 @@ pub fn parse_output(lines: &[String]) -> Result<Output> {
             "CONTENTION" => {
                 let f = fields(rest);
                 let num = |k: &str| -> Result<f64> {
-                    f.get(k).with_context(|| format!("{k} missing in {l:?}"))?.parse().with_context(|| l.to_string())
+                    f.get(k)
+                        .with_context(|| format!("{k} missing in {l:?}"))?
+                        .parse()
+                        .with_context(|| l.to_string())
                 };
                 let c = Contention {
                     threads: num("threads")? as u64,
@@ -125,13 +128,20 @@ pub fn parse_output(lines: &[String]) -> Result<Output> {
                     faults_per_s: num("faults_per_s")?,
                     collapse_busy: num("collapse_busy").ok(),
                 };
-                let key = format!("{}/{}", f.get("case").context("case")?, f.get("phase").context("phase")?);
+                let key = format!(
+                    "{}/{}",
+                    f.get("case").context("case")?,
+                    f.get("phase").context("phase")?
+                );
                 o.contention.insert(key, c);
             }
             "STATS" => {
                 let mut f = fields(rest);
                 let case = f.remove("case").context("STATS without case")?;
-                o.stats.insert(case, f.into_iter().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect());
+                o.stats.insert(
+                    case,
+                    f.into_iter().filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect(),
+                );
             }
             "PML" => {
                 // PML case=C count N | dropped N | ns a b c ...
@@ -169,7 +179,14 @@ pub struct GuestCase {
 
 pub fn split_cases(tests_log: &str) -> (Option<u32>, Vec<GuestCase>) {
     let (cpus, _, sections) = crate::verdict::split_sections(tests_log);
-    let cases = sections.into_iter().map(|s| GuestCase { name: s.name, rc: s.exit_code, lines: s.lines }).collect();
+    let cases = sections
+        .into_iter()
+        .map(|s| GuestCase {
+            name: s.name,
+            rc: s.exit_code,
+            lines: s.lines,
+        })
+        .collect();
     (cpus, cases)
 }
 
@@ -267,10 +284,16 @@ pub struct Results {
 /// unverified collapse, a missing case, or a collapse counted for the wrong
 /// implementation makes the whole run not a result (`problems`).
 pub fn pool(cases: &[GuestCase], rounds: u32, iterations: u32) -> Results {
-    let mut r = Results { rounds, iterations, ..Default::default() };
+    let mut r = Results {
+        rounds,
+        iterations,
+        ..Default::default()
+    };
     let mut seen = BTreeMap::new();
     for gc in cases {
-        let Some((round, imp)) = impl_of(&gc.name) else { continue };
+        let Some((round, imp)) = impl_of(&gc.name) else {
+            continue;
+        };
         seen.insert((round, imp.label()), ());
         let label = imp.label();
         if gc.rc != Some(0) {
@@ -293,7 +316,11 @@ pub fn pool(cases: &[GuestCase], rounds: u32, iterations: u32) -> Results {
             r.problems.push(format!("[{}] failed collapse: {f}", gc.name));
         }
         if o.env.get("impl").map(String::as_str) != Some(label) {
-            r.problems.push(format!("[{}] the switch reported impl={:?}", gc.name, o.env.get("impl")));
+            r.problems.push(format!(
+                "[{}] the switch reported impl={:?}",
+                gc.name,
+                o.env.get("impl")
+            ));
         }
         if let Some(cs) = o.env.get("clocksource") {
             r.clocksource = Some(cs.clone());
@@ -305,11 +332,16 @@ pub fn pool(cases: &[GuestCase], rounds: u32, iterations: u32) -> Results {
         for &case in CASES {
             let samples = o.samples.get(case).cloned().unwrap_or_default();
             if samples.len() != iterations as usize {
-                r.problems.push(format!("[{}] {case}: {} verified collapses, expected {iterations}", gc.name, samples.len()));
+                r.problems.push(format!(
+                    "[{}] {case}: {} verified collapses, expected {iterations}",
+                    gc.name,
+                    samples.len()
+                ));
             }
             if let Some(b) = o.bench.get(case) {
                 if b.get("failures").map(String::as_str) != Some("0") {
-                    r.problems.push(format!("[{}] {case}: failures={:?}", gc.name, b.get("failures")));
+                    r.problems
+                        .push(format!("[{}] {case}: failures={:?}", gc.name, b.get("failures")));
                 }
             } else {
                 r.problems.push(format!("[{}] {case}: no BENCH line", gc.name));
@@ -324,9 +356,18 @@ pub fn pool(cases: &[GuestCase], rounds: u32, iterations: u32) -> Results {
                 ));
             }
             if get(&format!("{other}_calls")) != 0 {
-                r.problems.push(format!("[{}] {case}: {} call(s) went to {other}", gc.name, get(&format!("{other}_calls"))));
+                r.problems.push(format!(
+                    "[{}] {case}: {} call(s) went to {other}",
+                    gc.name,
+                    get(&format!("{other}_calls"))
+                ));
             }
-            let p = r.pooled.entry(case.to_string()).or_default().entry(label.to_string()).or_default();
+            let p = r
+                .pooled
+                .entry(case.to_string())
+                .or_default()
+                .entry(label.to_string())
+                .or_default();
             if let Some(s) = summarize(&samples) {
                 p.round_medians.push(s.median);
             }
@@ -336,10 +377,18 @@ pub fn pool(cases: &[GuestCase], rounds: u32, iterations: u32) -> Results {
             }
             if let Some(pml) = o.pml.get(case) {
                 if pml.dropped != 0 || pml.count as usize != pml.ns.len() {
-                    r.problems.push(format!("[{}] {case}: pml_hold_ns kept {} of {} samples", gc.name, pml.ns.len(), pml.count));
+                    r.problems.push(format!(
+                        "[{}] {case}: pml_hold_ns kept {} of {} samples",
+                        gc.name,
+                        pml.ns.len(),
+                        pml.count
+                    ));
                 }
                 if (pml.count as usize) < iterations as usize {
-                    r.problems.push(format!("[{}] {case}: {} pml holds for {iterations} collapses", gc.name, pml.count));
+                    r.problems.push(format!(
+                        "[{}] {case}: {} pml holds for {iterations} collapses",
+                        gc.name, pml.count
+                    ));
                 }
                 p.pml.extend(&pml.ns);
             }
@@ -404,18 +453,31 @@ pub fn render(r: &Results, mode: &str) -> String {
                 p.pml.len(),
                 opt(h.map(|h| h.median)),
                 opt(h.map(|h| h.p99)),
-                if i == Impl::C { "-".to_string() } else { p.relocks.to_string() }
+                if i == Impl::C {
+                    "-".to_string()
+                } else {
+                    p.relocks.to_string()
+                }
             );
         }
     }
-    let _ = writeln!(s, "\nRust/C ratios (latency median, p99; per-round median ratio range; pml hold median, p99):");
+    let _ = writeln!(
+        s,
+        "\nRust/C ratios (latency median, p99; per-round median ratio range; pml hold median, p99):"
+    );
     for &case in CASES {
         let Some(by) = r.pooled.get(case) else { continue };
-        let (Some(c), Some(rs)) = (by.get("c"), by.get("rust")) else { continue };
+        let (Some(c), Some(rs)) = (by.get("c"), by.get("rust")) else {
+            continue;
+        };
         let (lc, lr) = (c.latency(), rs.latency());
         let (hc, hr) = (c.pml_hold(), rs.pml_hold());
-        let per_round: Vec<f64> =
-            c.round_medians.iter().zip(&rs.round_medians).filter_map(|(&c, &r)| ratio(r, c)).collect();
+        let per_round: Vec<f64> = c
+            .round_medians
+            .iter()
+            .zip(&rs.round_medians)
+            .filter_map(|(&c, &r)| ratio(r, c))
+            .collect();
         let range = if per_round.is_empty() {
             "n/a".to_string()
         } else {
@@ -439,7 +501,10 @@ pub fn render(r: &Results, mode: &str) -> String {
         if by.values().all(|p| p.contention_collapsing.is_empty()) {
             continue;
         }
-        let _ = writeln!(s, "\ncontention ({case}: fault threads first-touching fresh PTE tables in the same 1 GiB):");
+        let _ = writeln!(
+            s,
+            "\ncontention ({case}: fault threads first-touching fresh PTE tables in the same 1 GiB):"
+        );
         for &i in IMPLS {
             let Some(p) = by.get(i.label()) else { continue };
             let busy: Vec<f64> = p.contention_collapsing.iter().filter_map(|c| c.collapse_busy).collect();
@@ -457,15 +522,28 @@ pub fn render(r: &Results, mode: &str) -> String {
             );
         }
         if let (Some(c), Some(rs)) = (by.get("c"), by.get("rust")) {
-            let (tc, tr) = (throughput(&c.contention_collapsing), throughput(&rs.contention_collapsing));
-            let _ = writeln!(s, "  Rust/C faults/s while collapsing {}", ratio_str(tc.zip(tr).map(|(c, r)| r / c)));
+            let (tc, tr) = (
+                throughput(&c.contention_collapsing),
+                throughput(&rs.contention_collapsing),
+            );
+            let _ = writeln!(
+                s,
+                "  Rust/C faults/s while collapsing {}",
+                ratio_str(tc.zip(tr).map(|(c, r)| r / c))
+            );
         }
     }
     if !r.pml_instrumented {
-        let _ = writeln!(s, "\npml hold time: n/a (the kernel has no khugepaged_rs/pml_hold_ns instrumentation)");
+        let _ = writeln!(
+            s,
+            "\npml hold time: n/a (the kernel has no khugepaged_rs/pml_hold_ns instrumentation)"
+        );
     }
     if r.problems.is_empty() {
-        let _ = writeln!(s, "\nall collapses verified PMD-mapped; every case ran under the implementation it selected");
+        let _ = writeln!(
+            s,
+            "\nall collapses verified PMD-mapped; every case ran under the implementation it selected"
+        );
     } else {
         let _ = writeln!(s, "\nNOT A RESULT: {} problem(s):", r.problems.len());
         for p in &r.problems {
@@ -479,8 +557,10 @@ pub fn render(r: &Results, mode: &str) -> String {
 /// with the p99 as a tick, and the same for the pmd-lock hold time.
 pub fn svg(r: &Results, mode: &str) -> String {
     type Panel<'a> = (&'a str, fn(&Pooled) -> Option<Summary>);
-    let panels: [Panel; 2] =
-        [("collapse latency, us (bar median, tick p99)", Pooled::latency), ("pmd-lock hold, us", Pooled::pml_hold)];
+    let panels: [Panel; 2] = [
+        ("collapse latency, us (bar median, tick p99)", Pooled::latency),
+        ("pmd-lock hold, us", Pooled::pml_hold),
+    ];
     let (pw, ph, top, left) = (420.0, 260.0, 50.0, 50.0);
     let width = left + 2.0 * (pw + 40.0);
     let height = top + ph + 70.0;
@@ -490,7 +570,11 @@ pub fn svg(r: &Results, mode: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{left}" y="18" font-size="13">try_collapse_pte_mapped_thp: C vs Rust ({})</text>"#, xml(mode));
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="18" font-size="13">try_collapse_pte_mapped_thp: C vs Rust ({})</text>"#,
+        xml(mode)
+    );
     let colors = [("c", "#4e79a7"), ("rust", "#e15759")];
     for (k, (title, f)) in panels.iter().enumerate() {
         let x0 = left + k as f64 * (pw + 40.0);
@@ -506,18 +590,40 @@ pub fn svg(r: &Results, mode: &str) -> String {
             / 1000.0;
         let y = |us: f64| top + ph - ph * (us / max).min(1.0);
         let _ = writeln!(s, r#"<text x="{x0}" y="{}">{}</text>"#, top - 8.0, xml(title));
-        let _ = writeln!(s, r##"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##, top + ph, x0 + pw, top + ph);
-        let _ = writeln!(s, r##"<line x1="{x0}" y1="{top}" x2="{x0}" y2="{}" stroke="#333"/>"##, top + ph);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+            top + ph,
+            x0 + pw,
+            top + ph
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{top}" x2="{x0}" y2="{}" stroke="#333"/>"##,
+            top + ph
+        );
         for t in 0..=4 {
             let v = max * t as f64 / 4.0;
-            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#, x0 - 4.0, y(v) + 4.0);
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
+                x0 - 4.0,
+                y(v) + 4.0
+            );
         }
         let gw = pw / CASES.len() as f64;
         for (ci, case) in CASES.iter().enumerate() {
             let gx = x0 + ci as f64 * gw;
-            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{case}</text>"#, gx + gw / 2.0, top + ph + 15.0);
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">{case}</text>"#,
+                gx + gw / 2.0,
+                top + ph + 15.0
+            );
             for (ii, (label, color)) in colors.iter().enumerate() {
-                let Some(sm) = r.pooled.get(*case).and_then(|by| by.get(*label)).and_then(f) else { continue };
+                let Some(sm) = r.pooled.get(*case).and_then(|by| by.get(*label)).and_then(f) else {
+                    continue;
+                };
                 let bx = gx + 12.0 + ii as f64 * (gw - 24.0) / 2.0;
                 let bw = (gw - 24.0) / 2.0 - 4.0;
                 let m = sm.median as f64 / 1000.0;
@@ -544,7 +650,11 @@ pub fn svg(r: &Results, mode: &str) -> String {
     for (ii, (label, color)) in colors.iter().enumerate() {
         let lx = left + ii as f64 * 80.0;
         let ly = top + ph + 40.0;
-        let _ = writeln!(s, r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{color}"/>"#, ly - 10.0);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{color}"/>"#,
+            ly - 10.0
+        );
         let _ = writeln!(s, r#"<text x="{}" y="{ly}">{label}</text>"#, lx + 16.0);
     }
     s.push_str("</svg>\n");
@@ -573,7 +683,11 @@ pub fn guest_command(i: Impl, iterations: u32, threads: u32) -> String {
 pub fn guest_cases(rounds: u32, iterations: u32, threads: u32) -> Vec<guest::Case> {
     (1..=rounds)
         .flat_map(|r| IMPLS.iter().map(move |&i| (r, i)))
-        .map(|(r, i)| guest::Case { name: case_name(r, i), command: guest_command(i, iterations, threads), rust_only: false })
+        .map(|(r, i)| guest::Case {
+            name: case_name(r, i),
+            command: guest_command(i, iterations, threads),
+            rust_only: false,
+        })
         .collect()
 }
 
@@ -581,8 +695,13 @@ pub fn guest_cases(rounds: u32, iterations: u32, threads: u32) -> Vec<guest::Cas
 fn build_program(layout: &Layout, out: &Path) -> Result<PathBuf> {
     let src = layout.guest_files().join("bench/collapse_bench.c");
     let bin = out.join("collapse_bench");
-    cmd::output(Command::new("cc").args(["-O2", "-Wall", "-static", "-pthread", "-o"]).arg(&bin).arg(&src))
-        .context("building the guest benchmark (cc -O2 -static -pthread)")?;
+    cmd::output(
+        Command::new("cc")
+            .args(["-O2", "-Wall", "-static", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    )
+    .context("building the guest benchmark (cc -O2 -static -pthread)")?;
     Ok(bin)
 }
 
@@ -603,7 +722,9 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
     if !image.exists() {
         bail!("no kernel image at {}", image.display());
     }
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let dir = layout.runs().join(format!("{stamp}-bench"));
     std::fs::create_dir_all(&dir)?;
     let bin = build_program(layout, &dir)?;
@@ -614,7 +735,12 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
     // collapse. MADV_COLLAPSE of tmpfs files ignores these settings.
     let setup = "echo never > /sys/kernel/mm/transparent_hugepage/enabled".to_string();
     let initramfs = guest::pack(
-        &guest::Initramfs { init: &init, files: vec![(bin, "collapse_bench".into())], cases: &cases, setup: Some(setup) },
+        &guest::Initramfs {
+            init: &init,
+            files: vec![(bin, "collapse_bench".into())],
+            cases: &cases,
+            setup: Some(setup),
+        },
         &dir,
     )?;
     let mut extra = Vec::new();
@@ -650,13 +776,17 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
     let (cpus, gcs) = split_cases(&tests_log);
     let mut results = pool(&gcs, o.rounds, o.iterations);
     if outcome.timed_out {
-        results.problems.push(format!("the guest timed out after {}s", o.timeout));
+        results
+            .problems
+            .push(format!("the guest timed out after {}s", o.timeout));
     }
     if cpus.unwrap_or(0) < 2 {
         results.problems.push(format!("the guest ran on {cpus:?} CPUs, not 2"));
     }
     for sp in verdict::splats(&console) {
-        results.problems.push(format!("kernel splat, console.log:{}: {}", sp.line, sp.text));
+        results
+            .problems
+            .push(format!("kernel splat, console.log:{}: {}", sp.line, sp.text));
     }
     let table = render(&results, &mode);
     std::fs::write(dir.join("table.txt"), &table)?;
@@ -702,7 +832,10 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
     });
     std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
     println!("{table}");
-    eprintln!("results: {} (bench.json, bench.svg, table.txt, tests.log, console.log)", dir.display());
+    eprintln!(
+        "results: {} (bench.json, bench.svg, table.txt, tests.log, console.log)",
+        dir.display()
+    );
     Ok(results.problems.is_empty())
 }
 
@@ -733,7 +866,13 @@ mod tests {
 
     #[test]
     fn throughput_pools_rounds() {
-        let c = |faults, seconds| Contention { threads: 1, faults, seconds, faults_per_s: 0.0, collapse_busy: None };
+        let c = |faults, seconds| Contention {
+            threads: 1,
+            faults,
+            seconds,
+            faults_per_s: 0.0,
+            collapse_busy: None,
+        };
         assert_eq!(throughput(&[c(100, 1.0), c(300, 1.0)]), Some(200.0));
         assert_eq!(throughput(&[]), None);
     }
@@ -743,7 +882,9 @@ mod tests {
         let c = guest_cases(2, 10, 1);
         let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["bench r1 c", "bench r1 rust", "bench r2 c", "bench r2 rust"]);
-        assert!(c[0].command.starts_with("echo N > /sys/kernel/debug/khugepaged_rs/use_rust && echo 0 >"));
+        assert!(c[0]
+            .command
+            .starts_with("echo N > /sys/kernel/debug/khugepaged_rs/use_rust && echo 0 >"));
         assert!(c[1].command.contains("echo Y >"));
         assert!(c[1].command.ends_with("./collapse_bench -n 10 -t 1"));
         assert_eq!(impl_of("bench r12 rust"), Some((12, Impl::Rust)));
@@ -774,7 +915,14 @@ mod tests {
         let c = &o.contention["uffd-contended/collapsing"];
         assert_eq!((c.faults, c.collapse_busy), (10, Some(0.25)));
         assert_eq!(o.stats["shared"]["c_calls"], 3);
-        assert_eq!(o.pml["shared"], Pml { count: 3, dropped: 0, ns: vec![10, 20, 30] });
+        assert_eq!(
+            o.pml["shared"],
+            Pml {
+                count: 3,
+                dropped: 0,
+                ns: vec![10, 20, 30]
+            }
+        );
         assert_eq!(o.fails.len(), 1);
         assert!(o.done);
         assert!(parse_output(&["SAMPLES case=x ns=1,zz".to_string()]).is_err());
@@ -795,7 +943,8 @@ mod tests {
             for i in ["c", "rust"] {
                 let p = &r.pooled[*case][i];
                 assert_eq!(p.samples.len(), 20);
-                let o = parse_output(&cases.iter().find(|c| c.name.ends_with(&format!(" {i}"))).unwrap().lines).unwrap();
+                let o =
+                    parse_output(&cases.iter().find(|c| c.name.ends_with(&format!(" {i}"))).unwrap().lines).unwrap();
                 let b = &o.bench[*case];
                 let s = p.latency().unwrap();
                 assert_eq!(s.median.to_string(), b["median_ns"]);

@@ -27,7 +27,12 @@ pub fn make(layout: &Layout, tree: &Path, build: &Path) -> Command {
 
 /// Build bzImage; returns its path.
 pub fn kernel(layout: &Layout, tree: &Path, build: &Path) -> Result<(PathBuf, Duration)> {
-    let took = cmd::logged("build kernel", make(layout, tree, build).arg("bzImage"), &build.join("build.log"), None)?;
+    let took = cmd::logged(
+        "build kernel",
+        make(layout, tree, build).arg("bzImage"),
+        &build.join("build.log"),
+        None,
+    )?;
     Ok((build.join("arch/x86/boot/bzImage"), took))
 }
 
@@ -40,14 +45,22 @@ pub fn selftests(layout: &Layout, tree: &Path, build: &Path, programs: &[&str]) 
         return Ok((out, Duration::ZERO));
     }
     let log = build.join("selftests.log");
-    let t1 = cmd::logged("install headers", make(layout, tree, build).arg("headers"), &build.join("headers.log"), None)?;
+    let t1 = cmd::logged(
+        "install headers",
+        make(layout, tree, build).arg("headers"),
+        &build.join("headers.log"),
+        None,
+    )?;
     let mut c = Command::new("make");
     c.arg("-C")
         .arg(tree.join("tools/testing/selftests/mm"))
         .arg(format!("-j{}", jobs()))
         .arg("EXTRA_CFLAGS=-static")
         .arg(format!("OUTPUT={}", out.display()))
-        .arg(format!("KHDR_INCLUDES=-isystem {}", build.join("usr/include").display()))
+        .arg(format!(
+            "KHDR_INCLUDES=-isystem {}",
+            build.join("usr/include").display()
+        ))
         .args(programs.iter().map(|p| out.join(p)));
     let t2 = cmd::logged("build selftests", &mut c, &log, None)
         .with_context(|| format!("building {} statically", programs.join(", ")))?;

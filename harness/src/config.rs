@@ -34,7 +34,13 @@ impl Variant {
     }
     /// Fragments under `configs/`, in merge order.
     pub fn fragments(self) -> Vec<&'static str> {
-        let mut v = vec!["guest.config", "mm.config", "rust.config", "debug.config", "series.config"];
+        let mut v = vec![
+            "guest.config",
+            "mm.config",
+            "rust.config",
+            "debug.config",
+            "series.config",
+        ];
         match self {
             Variant::Default => {}
             Variant::SharedPtl => v.push("shared-ptl.config"),
@@ -101,7 +107,11 @@ pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -
     let frags = fragment_paths(layout, tree, variant);
     let make = |target: &str| {
         let mut c = Command::new("make");
-        c.arg("-C").arg(tree).arg(format!("O={}", build.display())).args(toolchain::make_vars(layout)).arg(target);
+        c.arg("-C")
+            .arg(tree)
+            .arg(format!("O={}", build.display()))
+            .args(toolchain::make_vars(layout))
+            .arg(target);
         c
     };
     let dot_config = build.join(".config");
@@ -124,7 +134,12 @@ pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -
     let new = fs::read_to_string(build.join(".config"))?;
     let texts: Vec<(String, String)> = frags
         .iter()
-        .map(|p| Ok((p.display().to_string(), fs::read_to_string(p).with_context(|| p.display().to_string())?)))
+        .map(|p| {
+            Ok((
+                p.display().to_string(),
+                fs::read_to_string(p).with_context(|| p.display().to_string())?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let bad = mismatches(&texts, &new);
     if !bad.is_empty() {
@@ -178,7 +193,10 @@ mod tests {
             ("shared-ptl.config".to_string(), "CONFIG_NR_CPUS=2\n".to_string()),
         ];
         assert!(mismatches(&two, "CONFIG_NR_CPUS=2\n").is_empty());
-        assert_eq!(mismatches(&two, "CONFIG_NR_CPUS=8\n"), ["CONFIG_NR_CPUS: shared-ptl.config asks for 2, .config has 8"]);
+        assert_eq!(
+            mismatches(&two, "CONFIG_NR_CPUS=8\n"),
+            ["CONFIG_NR_CPUS: shared-ptl.config asks for 2, .config has 8"]
+        );
     }
 
     /// The real fragments of the repository parse and are not empty.

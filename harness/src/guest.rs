@@ -34,7 +34,11 @@ pub fn khugepaged_cases(run_vmtests: &str) -> Vec<Case> {
         .filter(|c| c.starts_with("./khugepaged"))
         .map(|c| {
             let command = c.replace("${SPLIT_HUGE_PAGE_TEST_XFS_PATH}", FILE_DIR);
-            Case { name: command.trim_start_matches("./").to_string(), command, rust_only: false }
+            Case {
+                name: command.trim_start_matches("./").to_string(),
+                command,
+                rust_only: false,
+            }
         })
         .collect()
 }
@@ -52,7 +56,11 @@ pub fn race_cases(run_vmtests: &str, extra: &str) -> Vec<Case> {
         .filter(|c| RACE_PROGRAMS.iter().any(|p| c.split_whitespace().next() == Some(p)))
         .map(|c| {
             let command = format!("./{c} {extra}").trim().to_string();
-            Case { name: command.trim_start_matches("./").to_string(), command, rust_only: true }
+            Case {
+                name: command.trim_start_matches("./").to_string(),
+                command,
+                rust_only: true,
+            }
         })
         .collect()
 }
@@ -111,8 +119,12 @@ pub fn disks(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     cmd::output(Command::new("mkswap").arg("-q").arg(&swap).stderr(Stdio::null()))
         .or_else(|_| cmd::output(Command::new("/sbin/mkswap").arg(&swap)))?;
-    cmd::output(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "nodiscard"]).arg(&file))
-        .or_else(|_| cmd::output(Command::new("/sbin/mkfs.ext4").args(["-q", "-F"]).arg(&file)))?;
+    cmd::output(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "nodiscard"])
+            .arg(&file),
+    )
+    .or_else(|_| cmd::output(Command::new("/sbin/mkfs.ext4").args(["-q", "-F"]).arg(&file)))?;
     Ok(vec![swap, file])
 }
 
@@ -164,7 +176,8 @@ fn qemu(b: &Boot, accel: Accel) -> Command {
         .arg("-append")
         .arg(b.append);
     for d in b.disks {
-        c.arg("-drive").arg(format!("file={},if=virtio,format=raw", d.display()));
+        c.arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", d.display()));
     }
     c.args(b.extra_args);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -184,7 +197,9 @@ fn kvm_works(b: &Boot) -> bool {
         ..*b
     };
     matches!(run(&probe, Accel::Kvm), Ok(o) if !o.timed_out && o.exit_code == Some(0))
-        && fs::read_to_string(&probe.tests).map(|t| t.contains("KHRS-CPUS")).unwrap_or(false)
+        && fs::read_to_string(&probe.tests)
+            .map(|t| t.contains("KHRS-CPUS"))
+            .unwrap_or(false)
 }
 
 pub fn resolve_accel(b: &Boot) -> Accel {
@@ -203,7 +218,9 @@ pub fn run(b: &Boot, accel: Accel) -> Result<BootOutcome> {
     let _ = fs::remove_file(&b.tests);
     let mut c = qemu(b, accel);
     let start = Instant::now();
-    let mut child = c.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&c)))?;
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", cmd::describe(&c)))?;
     let pb = cmd::stage_bar("guest");
     let (timed_out, status) = loop {
         if let Some(st) = child.wait_timeout(Duration::from_millis(500))? {
@@ -232,7 +249,11 @@ pub fn run(b: &Boot, accel: Accel) -> Result<BootOutcome> {
     if !timed_out && exit_code != Some(0) {
         bail!("qemu exited with {exit_code:?}: {stderr}");
     }
-    Ok(BootOutcome { timed_out, exit_code, seconds: start.elapsed().as_secs_f64() })
+    Ok(BootOutcome {
+        timed_out,
+        exit_code,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ pub fn parse_result(line: &str) -> Option<TestLine> {
     let (num, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     let number: u32 = num.parse().ok()?;
     let (name, directive) = match rest.find(" # ").or_else(|| rest.strip_prefix("# ").map(|_| 0)) {
-        Some(i) => (&rest[..i], Some(rest[i..].trim_start_matches(' ').trim_start_matches("# ").trim())),
+        Some(i) => (
+            &rest[..i],
+            Some(rest[i..].trim_start_matches(' ').trim_start_matches("# ").trim()),
+        ),
         None => (rest, None),
     };
     let name = name.trim().trim_start_matches("- ").trim().to_string();
@@ -42,7 +45,12 @@ pub fn parse_result(line: &str) -> Option<TestLine> {
         (true, _) => (Status::Pass, None),
         (false, _) => (Status::Fail, directive.map(String::from)),
     };
-    Some(TestLine { number, name, status, reason })
+    Some(TestLine {
+        number,
+        name,
+        status,
+        reason,
+    })
 }
 
 /// The plan line `1..N`.
@@ -72,7 +80,10 @@ mod tests {
     #[test]
     fn result_lines() {
         let t = parse_result("ok 3 collapse_full").unwrap();
-        assert_eq!((t.number, t.name.as_str(), t.status), (3, "collapse_full", Status::Pass));
+        assert_eq!(
+            (t.number, t.name.as_str(), t.status),
+            (3, "collapse_full", Status::Pass)
+        );
         let t = parse_result("not ok 12 collapse_swapin_single_pte").unwrap();
         assert_eq!(t.status, Status::Fail);
         let t = parse_result("ok 4 collapse_max_ptes_swap # SKIP swap not enabled").unwrap();

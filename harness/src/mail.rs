@@ -113,7 +113,11 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
         return loopback_round_trip(layout);
     }
     let (tree, commits) = prepare_tree(layout)?;
-    eprintln!("mail tree {}: {} mailed patch(es) on {BASE_TAG}", tree.display(), commits.len());
+    eprintln!(
+        "mail tree {}: {} mailed patch(es) on {BASE_TAG}",
+        tree.display(),
+        commits.len()
+    );
     if let Some(up) = &o.record_upstream {
         record_upstream(layout, &tree, up)?;
     }
@@ -141,13 +145,23 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
     }
     match kernel_doc(&tree) {
         Ok(w) if w.is_empty() => eprintln!("  kernel-doc: clean on the touched C files"),
-        Ok(w) => problems.push(format!("kernel-doc warnings that the series adds:\n    {}", w.join("\n    "))),
+        Ok(w) => problems.push(format!(
+            "kernel-doc warnings that the series adds:\n    {}",
+            w.join("\n    ")
+        )),
         Err(e) => problems.push(format!("kernel-doc: {e:#}")),
     }
     if !problems.is_empty() {
-        bail!("the series is not ready to mail ({} problem(s)):\n  {}", problems.len(), problems.join("\n  "));
+        bail!(
+            "the series is not ready to mail ({} problem(s)):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
     }
-    eprintln!("  checkpatch --strict --codespell: 0 errors, 0 warnings, 0 checks on all {} patch(es)", patches.len());
+    eprintln!(
+        "  checkpatch --strict --codespell: 0 errors, 0 warnings, 0 checks on all {} patch(es)",
+        patches.len()
+    );
 
     if o.no_build_check {
         eprintln!("  build check: SKIPPED (--no-build-check); do not send without it");
@@ -177,7 +191,10 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
         );
     }
     if o.check_only {
-        eprintln!("--check-only: not running git send-email; the series is in {}", out.display());
+        eprintln!(
+            "--check-only: not running git send-email; the series is in {}",
+            out.display()
+        );
         return Ok(());
     }
     if o.send {
@@ -202,7 +219,10 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
 pub fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
     let stack = series::mailed(layout)?;
     if stack.patches.is_empty() {
-        bail!("{}/series lists no patches: nothing to mail", layout.patches().display());
+        bail!(
+            "{}/series lists no patches: nothing to mail",
+            layout.patches().display()
+        );
     }
     let tree = mail_tree(layout);
     if !tree.join(".git").exists() {
@@ -233,7 +253,10 @@ pub fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
             bail!("patch {} does not apply to {BASE_TAG}:\n{e:#}", p.display());
         }
     }
-    let log = cmd::output(&mut cmd::git(&tree, ["log", "--reverse", "--format=%H %s", &format!("{BASE_TAG}..HEAD")]))?;
+    let log = cmd::output(&mut cmd::git(
+        &tree,
+        ["log", "--reverse", "--format=%H %s", &format!("{BASE_TAG}..HEAD")],
+    ))?;
     let mut commits = Vec::new();
     for line in log.lines() {
         let (id, subject) = line.split_once(' ').unwrap_or((line, ""));
@@ -246,7 +269,9 @@ pub fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `git format-patch --cover-letter -v N` into `out` (old files removed),
@@ -297,7 +322,9 @@ pub fn fill_cover(generated: &str, template: &str, base: &BaseReport) -> Result<
             bail!("format-patch's cover letter has no `{marker}`");
         }
     }
-    let mut text = generated.replacen("*** SUBJECT HERE ***", subject, 1).replacen("*** BLURB HERE ***", &body, 1);
+    let mut text = generated
+        .replacen("*** SUBJECT HERE ***", subject, 1)
+        .replacen("*** BLURB HERE ***", &body, 1);
     if let Some(id) = &base.commit {
         let trailer = format!("base-commit: {id}\n");
         match text.rfind("\n-- \n") {
@@ -310,7 +337,10 @@ pub fn fill_cover(generated: &str, template: &str, base: &BaseReport) -> Result<
 
 /// The `[[...]]` places left in a text, one line each.
 pub fn placeholders(text: &str) -> Vec<String> {
-    text.lines().filter(|l| l.contains(PLACEHOLDER)).map(|l| l.trim().to_string()).collect()
+    text.lines()
+        .filter(|l| l.contains(PLACEHOLDER))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -340,7 +370,9 @@ pub fn headers(mail: &str) -> Vec<(String, String)> {
 }
 
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// The subject without `[RFC PATCH v2 3/9]`-style tags.
@@ -410,20 +442,30 @@ pub fn check_subject(subject: &str, files: &[String]) -> std::result::Result<(),
         rest = r;
     }
     let Some(first) = comps.first() else {
-        return Err(format!("subject \"{s}\" has no subsystem prefix (e.g. `mm/khugepaged: `, `rust: `)"));
+        return Err(format!(
+            "subject \"{s}\" has no subsystem prefix (e.g. `mm/khugepaged: `, `rust: `)"
+        ));
     };
     let summary = rest.trim();
     // `mm/khugepaged` style: `mm/<file>` needs that file; the rest needs its area.
     let ok_area = if let Some(unit) = first.strip_prefix("mm/") {
-        files.iter().any(|f| f.starts_with(&format!("mm/{unit}")) || f.starts_with(&format!("include/linux/{unit}")))
+        files
+            .iter()
+            .any(|f| f.starts_with(&format!("mm/{unit}")) || f.starts_with(&format!("include/linux/{unit}")))
     } else if let Some((_, paths)) = PREFIXES.iter().find(|(p, _)| p == first) {
         files.iter().any(|f| paths.iter().any(|p| f.starts_with(p)))
     } else {
         let known: Vec<&str> = PREFIXES.iter().map(|(p, _)| *p).collect();
-        return Err(format!("subject prefix `{first}: ` is not one of mm/<unit>, {}", known.join(", ")));
+        return Err(format!(
+            "subject prefix `{first}: ` is not one of mm/<unit>, {}",
+            known.join(", ")
+        ));
     };
     if !ok_area {
-        return Err(format!("subject prefix `{first}: ` does not match the files the patch touches ({})", files.join(", ")));
+        return Err(format!(
+            "subject prefix `{first}: ` does not match the files the patch touches ({})",
+            files.join(", ")
+        ));
     }
     if summary.is_empty() {
         return Err(format!("subject \"{s}\" has no summary after the prefix"));
@@ -432,12 +474,20 @@ pub fn check_subject(subject: &str, files: &[String]) -> std::result::Result<(),
         return Err(format!("subject \"{s}\" ends with a period"));
     }
     let word = summary.split_whitespace().next().unwrap_or_default();
-    let identifier = word.chars().skip(1).any(|c| c.is_ascii_uppercase() || c == '_' || c == '(' || c.is_ascii_digit());
+    let identifier = word
+        .chars()
+        .skip(1)
+        .any(|c| c.is_ascii_uppercase() || c == '_' || c == '(' || c.is_ascii_digit());
     if word.starts_with(|c: char| c.is_ascii_uppercase()) && !identifier {
-        return Err(format!("subject \"{s}\": the summary starts with a capital (\"{word}\"); mm style is lower case"));
+        return Err(format!(
+            "subject \"{s}\": the summary starts with a capital (\"{word}\"); mm style is lower case"
+        ));
     }
     if s.len() > 75 {
-        return Err(format!("subject \"{s}\" is {} characters long; keep it within 75", s.len()));
+        return Err(format!(
+            "subject \"{s}\" is {} characters long; keep it within 75",
+            s.len()
+        ));
     }
     Ok(())
 }
@@ -533,10 +583,17 @@ fn checkpatch(tree: &Path, patch: &Path, dict: &Path) -> Result<()> {
         .stdin(Stdio::null())
         .output()
         .context("cannot run scripts/checkpatch.pl")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     match checkpatch_totals(&text) {
         Some((0, 0, 0)) if out.status.success() => Ok(()),
-        Some((e, w, c)) => bail!("checkpatch --strict: {e} errors, {w} warnings, {c} checks:\n{}", text.trim_end()),
+        Some((e, w, c)) => bail!(
+            "checkpatch --strict: {e} errors, {w} warnings, {c} checks:\n{}",
+            text.trim_end()
+        ),
         None => bail!("checkpatch printed no totals ({}):\n{}", out.status, text.trim_end()),
     }
 }
@@ -565,13 +622,20 @@ fn kdoc_run(tree: &Path, file: &Path) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .context("cannot run scripts/kernel-doc")?;
-    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// `scripts/kernel-doc -none` on every C file the series touches; returns
 /// the warnings that the base version of the file did not have.
 fn kernel_doc(tree: &Path) -> Result<Vec<String>> {
-    let names = cmd::output(&mut cmd::git(tree, ["diff", "--name-only", "--diff-filter=AMR", &format!("{BASE_TAG}..HEAD")]))?;
+    let names = cmd::output(&mut cmd::git(
+        tree,
+        ["diff", "--name-only", "--diff-filter=AMR", &format!("{BASE_TAG}..HEAD")],
+    ))?;
     let scratch = tree.join(".git/khrs-kdoc-base");
     let mut new = Vec::new();
     for f in names.lines().filter(|f| f.ends_with(".c") || f.ends_with(".h")) {
@@ -611,11 +675,17 @@ fn build_check(layout: &Layout, tree: &Path, commits: &[String]) -> Result<()> {
         let n = commits.len();
         for (i, c) in commits.iter().enumerate() {
             cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", c]))?;
-            let subject = cmd::output(&mut cmd::git(tree, ["log", "-1", "--format=%s", c]))?.trim().to_string();
+            let subject = cmd::output(&mut cmd::git(tree, ["log", "-1", "--format=%s", c]))?
+                .trim()
+                .to_string();
             cmd::output(build::make(layout, tree, &bdir).arg("olddefconfig"))?;
             let cfg = config::parse(&fs::read_to_string(&mine)?);
             if cfg.get("CONFIG_RUST").cloned().flatten().as_deref() != Some("y") {
-                bail!("CONFIG_RUST is off in {} after patch {}/{n} \"{subject}\"", mine.display(), i + 1);
+                bail!(
+                    "CONFIG_RUST is off in {} after patch {}/{n} \"{subject}\"",
+                    mine.display(),
+                    i + 1
+                );
             }
             let last = i + 1 == n;
             let mut make = build::make(layout, tree, &bdir);
@@ -634,17 +704,29 @@ fn build_check(layout: &Layout, tree: &Path, commits: &[String]) -> Result<()> {
                     .map(String::from)
                     .collect();
                 if !warnings.is_empty() {
-                    bail!("clippy/rustc on the whole series ({}):\n  {}", log.display(), warnings.join("\n  "));
+                    bail!(
+                        "clippy/rustc on the whole series ({}):\n  {}",
+                        log.display(),
+                        warnings.join("\n  ")
+                    );
                 }
             }
         }
-        cmd::logged("rustfmtcheck", build::make(layout, tree, &bdir).arg("rustfmtcheck"), &bdir.join("rustfmtcheck.log"), None)
-            .context("`make rustfmtcheck` fails on the series")?;
+        cmd::logged(
+            "rustfmtcheck",
+            build::make(layout, tree, &bdir).arg("rustfmtcheck"),
+            &bdir.join("rustfmtcheck.log"),
+            None,
+        )
+        .context("`make rustfmtcheck` fails on the series")?;
         Ok(())
     })();
     cmd::output(&mut cmd::git(tree, ["checkout", "-q", "mail"]))?;
     res?;
-    eprintln!("  build check: all {} patch(es) build in turn with Rust on; clippy and rustfmtcheck clean", commits.len());
+    eprintln!(
+        "  build check: all {} patch(es) build in turn with Rust on; clippy and rustfmtcheck clean",
+        commits.len()
+    );
     Ok(())
 }
 
@@ -689,7 +771,10 @@ pub fn parse_get_maintainer(out: &str) -> Vec<Entry> {
         if !addr.contains('@') {
             continue;
         }
-        v.push(Entry { addr: addr.to_string(), role: role.to_string() });
+        v.push(Entry {
+            addr: addr.to_string(),
+            role: role.to_string(),
+        });
     }
     v
 }
@@ -755,7 +840,14 @@ fn sender(layout: &Layout) -> Result<String> {
 fn send_email(layout: &Layout, files: &[PathBuf], r: &Recipients, o: &Opts) -> Result<()> {
     let mut c = Command::new("git");
     c.current_dir(mail_tree(layout))
-        .args(["send-email", "--confirm=never", "--no-annotate", "--no-format-patch", "--suppress-cc=self", "--8bit-encoding=UTF-8"])
+        .args([
+            "send-email",
+            "--confirm=never",
+            "--no-annotate",
+            "--no-format-patch",
+            "--suppress-cc=self",
+            "--8bit-encoding=UTF-8",
+        ])
         .arg(format!("--from={}", sender(layout)?));
     for a in &r.to {
         c.arg(format!("--to={a}"));
@@ -774,13 +866,25 @@ fn send_email(layout: &Layout, files: &[PathBuf], r: &Recipients, o: &Opts) -> R
     }
     c.args(files);
     let out = cmd::output(&mut c)?;
-    let log = out_dir(layout, o.version).join(if o.send { "send-email.log" } else { "send-email-dry-run.log" });
+    let log = out_dir(layout, o.version).join(if o.send {
+        "send-email.log"
+    } else {
+        "send-email-dry-run.log"
+    });
     fs::write(&log, &out)?;
-    for l in out.lines().filter(|l| l.starts_with("Subject: ") || l.starts_with("Dry-OK") || l.starts_with("OK.")) {
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with("Subject: ") || l.starts_with("Dry-OK") || l.starts_with("OK."))
+    {
         println!("  {l}");
     }
     if o.send {
-        println!("sent {} mail(s) through {}; log {}", files.len(), o.smtp_server.as_deref().unwrap_or(""), log.display());
+        println!(
+            "sent {} mail(s) through {}; log {}",
+            files.len(),
+            o.smtp_server.as_deref().unwrap_or(""),
+            log.display()
+        );
     } else {
         println!(
             "dry run: {} mail(s) to {} + {} Cc; full log {}\nto really send: cargo harness mail -v {} --send --smtp-server HOST [--smtp-port P]",
@@ -854,7 +958,11 @@ pub fn compare(up: &UpstreamBase, debian: &[(String, Option<String>)]) -> Vec<(S
 
 impl BaseReport {
     fn with(&self, c: Compare) -> Vec<&str> {
-        self.files.iter().filter(|(_, k)| *k == c).map(|(p, _)| p.as_str()).collect()
+        self.files
+            .iter()
+            .filter(|(_, k)| *k == c)
+            .map(|(p, _)| p.as_str())
+            .collect()
     }
     /// The paragraph about the base for the cover letter.
     pub fn statement(&self) -> String {
@@ -877,9 +985,24 @@ impl BaseReport {
         }
         let groups = [
             (Compare::Same, format!("Identical in {} and Debian 7.3.4:", self.tag)),
-            (Compare::Differs, format!("DIFFERENT between {} and Debian 7.3.4 (tested on Debian's version only):", self.tag)),
-            (Compare::OnlyOne, format!("Present in only one of {} and Debian 7.3.4:", self.tag)),
-            (Compare::Unknown, format!("[[TODO: not yet compared with upstream {} (no recorded blob id):", self.tag)),
+            (
+                Compare::Differs,
+                format!(
+                    "DIFFERENT between {} and Debian 7.3.4 (tested on Debian's version only):",
+                    self.tag
+                ),
+            ),
+            (
+                Compare::OnlyOne,
+                format!("Present in only one of {} and Debian 7.3.4:", self.tag),
+            ),
+            (
+                Compare::Unknown,
+                format!(
+                    "[[TODO: not yet compared with upstream {} (no recorded blob id):",
+                    self.tag
+                ),
+            ),
         ];
         for (kind, head) in groups {
             let files = self.with(kind);
@@ -912,7 +1035,10 @@ pub fn wrap(text: &str, width: usize) -> String {
 
 /// Debian's blob ids at the base for the files the series touches.
 fn debian_blobs(tree: &Path) -> Result<Vec<(String, Option<String>)>> {
-    let names = cmd::output(&mut cmd::git(tree, ["diff", "--name-only", "--no-renames", &format!("{BASE_TAG}..HEAD")]))?;
+    let names = cmd::output(&mut cmd::git(
+        tree,
+        ["diff", "--name-only", "--no-renames", &format!("{BASE_TAG}..HEAD")],
+    ))?;
     let paths: Vec<&str> = names.lines().filter(|l| !l.is_empty()).collect();
     let ls = cmd::output(cmd::git(tree, ["ls-tree", BASE_TAG, "--"]).args(&paths))?;
     let known: BTreeMap<&str, &str> = ls
@@ -922,7 +1048,10 @@ fn debian_blobs(tree: &Path) -> Result<Vec<(String, Option<String>)>> {
             Some((path, meta.split_whitespace().nth(2)?))
         })
         .collect();
-    Ok(paths.iter().map(|p| (p.to_string(), known.get(p).map(|b| b.to_string()))).collect())
+    Ok(paths
+        .iter()
+        .map(|p| (p.to_string(), known.get(p).map(|b| b.to_string())))
+        .collect())
 }
 
 pub fn load_upstream(layout: &Layout) -> Result<UpstreamBase> {
@@ -942,7 +1071,12 @@ pub fn base_report(layout: &Layout, tree: &Path) -> Result<BaseReport> {
         .map(|(_, p)| p.trim_end_matches(')').to_string())
         .unwrap_or_else(|| debian.trim().to_string());
     let files = compare(&up, &debian_blobs(tree)?);
-    Ok(BaseReport { tag: up.tag.clone(), commit: up.commit.clone(), debian, files })
+    Ok(BaseReport {
+        tag: up.tag.clone(),
+        commit: up.commit.clone(),
+        debian,
+        files,
+    })
 }
 
 fn print_base(b: &BaseReport) {
@@ -950,7 +1084,9 @@ fn print_base(b: &BaseReport) {
         "  base: Debian {} vs upstream {} ({})",
         b.debian,
         b.tag,
-        b.commit.as_deref().unwrap_or("commit id UNKNOWN: no base-commit trailer")
+        b.commit
+            .as_deref()
+            .unwrap_or("commit id UNKNOWN: no base-commit trailer")
     );
     for (p, c) in &b.files {
         eprintln!("    {c:?}: {p}");
@@ -961,10 +1097,20 @@ fn print_base(b: &BaseReport) {
 /// clone of torvalds/linux that has the tag.
 fn record_upstream(layout: &Layout, tree: &Path, upstream: &Path) -> Result<()> {
     let mut up = load_upstream(layout)?;
-    let commit = cmd::output(&mut cmd::git(upstream, ["rev-parse", &format!("{}^{{commit}}", up.tag)]))?.trim().to_string();
+    let commit = cmd::output(&mut cmd::git(
+        upstream,
+        ["rev-parse", &format!("{}^{{commit}}", up.tag)],
+    ))?
+    .trim()
+    .to_string();
     if let Some(old) = &up.commit {
         if *old != commit {
-            bail!("{} recorded {} as {old}, but {} has {commit}", upstream_file(layout).display(), up.tag, upstream.display());
+            bail!(
+                "{} recorded {} as {old}, but {} has {commit}",
+                upstream_file(layout).display(),
+                up.tag,
+                upstream.display()
+            );
         }
     }
     let paths: Vec<String> = debian_blobs(tree)?.into_iter().map(|(p, _)| p).collect();
@@ -972,7 +1118,11 @@ fn record_upstream(layout: &Layout, tree: &Path, upstream: &Path) -> Result<()> 
     for p in &paths {
         let blob = ls
             .lines()
-            .find_map(|l| l.split_once('\t').filter(|(_, path)| path == p).and_then(|(m, _)| m.split_whitespace().nth(2)))
+            .find_map(|l| {
+                l.split_once('\t')
+                    .filter(|(_, path)| path == p)
+                    .and_then(|(m, _)| m.split_whitespace().nth(2))
+            })
             .unwrap_or("absent");
         up.blobs.insert(p.clone(), blob.to_string());
     }
@@ -989,7 +1139,10 @@ fn record_upstream(layout: &Layout, tree: &Path, upstream: &Path) -> Result<()> 
 }
 
 fn unix_now() -> String {
-    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     format!("unix time {s}")
 }
 
@@ -1006,7 +1159,15 @@ impl Sink {
     fn start(port: u16, maildir: &Path, log: &Path) -> Result<Sink> {
         let f = fs::File::create(log)?;
         let child = Command::new(SYSTEM_PYTHON)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
             .arg(maildir)
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
@@ -1019,11 +1180,15 @@ impl Sink {
             if let Some(st) = sink.child.try_wait()? {
                 bail!("the SMTP sink exited ({st}):\n{}", cmd::tail(log, 20));
             }
-            if std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+            if std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+            {
                 return Ok(sink);
             }
             if start.elapsed() > Duration::from_secs(15) {
-                bail!("the SMTP sink did not listen on 127.0.0.1:{port} within 15 s:\n{}", cmd::tail(log, 20));
+                bail!(
+                    "the SMTP sink did not listen on 127.0.0.1:{port} within 15 s:\n{}",
+                    cmd::tail(log, 20)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -1056,13 +1221,16 @@ fn free_port() -> Result<u16> {
 pub fn maildir_messages(maildir: &Path) -> Result<Vec<(u32, u32, PathBuf)>> {
     let mut v = Vec::new();
     for sub in ["new", "cur"] {
-        let Ok(rd) = fs::read_dir(maildir.join(sub)) else { continue };
+        let Ok(rd) = fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
         for e in rd {
             let p = e?.path();
             let text = fs::read_to_string(&p)?;
             let h = headers(&text);
             let subject = header(&h, "Subject").with_context(|| format!("{} has no Subject", p.display()))?;
-            let (m, n) = patch_number(subject).with_context(|| format!("{}: no [m/n] in \"{subject}\"", p.display()))?;
+            let (m, n) =
+                patch_number(subject).with_context(|| format!("{}: no [m/n] in \"{subject}\"", p.display()))?;
             v.push((m, n, p));
         }
     }
@@ -1092,22 +1260,42 @@ pub fn loopback_round_trip(layout: &Layout) -> Result<()> {
     // user), an explicit loopback server, no auth, no TLS, only a local
     // recipient, no Cc of anyone.
     let mut send = Command::new("git");
-    send
-        .current_dir(&tree)
+    send.current_dir(&tree)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .envs(LOOPBACK_IDENT.iter().copied())
-        .args(["send-email", "--smtp-server=127.0.0.1", &format!("--smtp-server-port={port}")])
-        .args(["--no-smtp-auth", "--smtp-encryption=none", "--confirm=never", "--suppress-cc=all", "--no-annotate"])
-        .args(["--no-format-patch", "--8bit-encoding=UTF-8", "--from=khugepaged-rs loopback <sender@loopback.invalid>"])
+        .args([
+            "send-email",
+            "--smtp-server=127.0.0.1",
+            &format!("--smtp-server-port={port}"),
+        ])
+        .args([
+            "--no-smtp-auth",
+            "--smtp-encryption=none",
+            "--confirm=never",
+            "--suppress-cc=all",
+            "--no-annotate",
+        ])
+        .args([
+            "--no-format-patch",
+            "--8bit-encoding=UTF-8",
+            "--from=khugepaged-rs loopback <sender@loopback.invalid>",
+        ])
         .args(["--to=khugepaged-rs loopback <mailbox@loopback.invalid>"])
         .args(&files)
         .stdin(Stdio::null());
     let res = send.output().context("cannot run git send-email")?;
-    let sent = format!("{}{}", String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    let sent = format!(
+        "{}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
     fs::write(scratch.join("send-email.log"), &sent)?;
     if !res.status.success() {
-        bail!("git send-email to the loopback SMTP sink failed ({}):\n{sent}", res.status);
+        bail!(
+            "git send-email to the loopback SMTP sink failed ({}):\n{sent}",
+            res.status
+        );
     }
     let start = Instant::now();
     let msgs = loop {
@@ -1138,7 +1326,12 @@ pub fn loopback_round_trip(layout: &Layout) -> Result<()> {
     let clone = scratch.join("linux");
     let pb = cmd::stage_bar("loopback");
     pb.set_message("fresh clone of the base");
-    cmd::output(Command::new("git").args(["clone", "-q", "--shared", "--no-checkout"]).arg(layout.base_repo()).arg(&clone))?;
+    cmd::output(
+        Command::new("git")
+            .args(["clone", "-q", "--shared", "--no-checkout"])
+            .arg(layout.base_repo())
+            .arg(&clone),
+    )?;
     cmd::output(&mut cmd::git(&clone, ["checkout", "-q", "-b", "loopback", BASE_TAG]))?;
     pb.finish_and_clear();
     for (m, _, p) in &msgs[1..] {
@@ -1148,17 +1341,29 @@ pub fn loopback_round_trip(layout: &Layout) -> Result<()> {
                 .arg(p),
         );
         if let Err(e) = r {
-            bail!("received patch {m}/{n} ({}) does not apply with git am:\n{e:#}", p.display());
+            bail!(
+                "received patch {m}/{n} ({}) does not apply with git am:\n{e:#}",
+                p.display()
+            );
         }
     }
-    let tree_id = |dir: &Path| cmd::output(&mut cmd::git(dir, ["rev-parse", "HEAD^{tree}"])).map(|s| s.trim().to_string());
+    let tree_id =
+        |dir: &Path| cmd::output(&mut cmd::git(dir, ["rev-parse", "HEAD^{tree}"])).map(|s| s.trim().to_string());
     let (want_tree, got_tree) = (tree_id(&tree)?, tree_id(&clone)?);
     if want_tree != got_tree {
         let diff = cmd::output(&mut cmd::git(&clone, ["diff", "--stat", &want_tree, &got_tree])).unwrap_or_default();
         bail!("round trip changed the tree: mail tree {want_tree}, received {got_tree}\n{diff}");
     }
     let log = |dir: &Path| {
-        cmd::output(&mut cmd::git(dir, ["log", "--reverse", "--format=%an <%ae>%n%B%x00", &format!("{BASE_TAG}..HEAD")]))
+        cmd::output(&mut cmd::git(
+            dir,
+            [
+                "log",
+                "--reverse",
+                "--format=%an <%ae>%n%B%x00",
+                &format!("{BASE_TAG}..HEAD"),
+            ],
+        ))
     };
     if log(&tree)? != log(&clone)? {
         bail!("round trip changed an author or a commit message (tree {got_tree} is identical)");
@@ -1188,11 +1393,20 @@ mod tests {
         let lkml = e.iter().find(|x| x.addr == "linux-kernel@vger.kernel.org").unwrap();
         assert_eq!(lkml.role, "open list");
         let r = recipients(&e, EXTRA_CC);
-        assert_eq!(r.to, vec![TO_LIST.to_string(), "Andrew Morton <akpm@linux-foundation.org>".to_string()]);
+        assert_eq!(
+            r.to,
+            vec![
+                TO_LIST.to_string(),
+                "Andrew Morton <akpm@linux-foundation.org>".to_string()
+            ]
+        );
         assert!(r.cc.contains(&"Shuah Khan <shuah@kernel.org>".to_string()));
         assert!(r.cc.contains(&"linux-kselftest@vger.kernel.org".to_string()));
         assert!(r.cc.contains(&"Jann Horn <jannh@google.com>".to_string()));
-        assert!(!r.cc.iter().any(|a| email_of(a) == "linux-mm@kvack.org" || email_of(a) == "akpm@linux-foundation.org"));
+        assert!(!r
+            .cc
+            .iter()
+            .any(|a| email_of(a) == "linux-mm@kvack.org" || email_of(a) == "akpm@linux-foundation.org"));
         // 21 entries - 2 in To + 4 extra.
         assert_eq!(r.cc.len(), 19 + EXTRA_CC.len());
 
@@ -1215,10 +1429,16 @@ mod tests {
         assert_eq!(unique.len(), emails.len(), "{emails:?}");
         assert!(e.iter().any(|x| x.role == "maintainer:MEMORY MANAGEMENT - RUST"));
         // Without roles, the same addresses.
-        let bare: String = GM_SELFTEST.lines().map(|l| format!("{}\n", parse_get_maintainer(l)[0].addr)).collect();
+        let bare: String = GM_SELFTEST
+            .lines()
+            .map(|l| format!("{}\n", parse_get_maintainer(l)[0].addr))
+            .collect();
         assert_eq!(
             parse_get_maintainer(&bare).iter().map(|x| &x.addr).collect::<Vec<_>>(),
-            parse_get_maintainer(GM_SELFTEST).iter().map(|x| &x.addr).collect::<Vec<_>>()
+            parse_get_maintainer(GM_SELFTEST)
+                .iter()
+                .map(|x| &x.addr)
+                .collect::<Vec<_>>()
         );
     }
 
@@ -1230,19 +1450,41 @@ mod tests {
             let e = check_subject(s, &f(files)).expect_err(s);
             assert!(e.contains(why), "{s}: {e}");
         };
-        ok("[RFC PATCH v1 1/9] selftests/mm: khugepaged: keep khugepaged off the VMA between steps", &["tools/testing/selftests/mm/khugepaged.c"]);
-        ok("mm/khugepaged: collapse PTE-mapped THPs in Rust", &["mm/khugepaged.c", "mm/khugepaged_rs.rs"]);
-        ok("rust: mm: add page table entry accessors", &["rust/kernel/mm/pgtable.rs"]);
-        ok("rust: helpers: add pte and pmd helpers", &["rust/helpers/mm.c", "rust/helpers/helpers.c"]);
+        ok(
+            "[RFC PATCH v1 1/9] selftests/mm: khugepaged: keep khugepaged off the VMA between steps",
+            &["tools/testing/selftests/mm/khugepaged.c"],
+        );
+        ok(
+            "mm/khugepaged: collapse PTE-mapped THPs in Rust",
+            &["mm/khugepaged.c", "mm/khugepaged_rs.rs"],
+        );
+        ok(
+            "rust: mm: add page table entry accessors",
+            &["rust/kernel/mm/pgtable.rs"],
+        );
+        ok(
+            "rust: helpers: add pte and pmd helpers",
+            &["rust/helpers/mm.c", "rust/helpers/helpers.c"],
+        );
         ok("mm: Kconfig: add KHUGEPAGED_RUST", &["mm/Kconfig"]);
-        ok("Documentation/mm: describe the Rust collapse path", &["Documentation/mm/transhuge.rst"]);
+        ok(
+            "Documentation/mm: describe the Rust collapse path",
+            &["Documentation/mm/transhuge.rst"],
+        );
         ok("MAINTAINERS: add the Rust khugepaged files", &["MAINTAINERS"]);
-        ok("selftests/mm: add UFFDIO_COPY vs MADV_COLLAPSE race test", &["tools/testing/selftests/mm/Makefile"]);
+        ok(
+            "selftests/mm: add UFFDIO_COPY vs MADV_COLLAPSE race test",
+            &["tools/testing/selftests/mm/Makefile"],
+        );
         bad("LOCAL: debugfs switch", &["mm/khugepaged.c"], "local-only");
         bad("add a Rust khugepaged", &["mm/khugepaged.c"], "no subsystem prefix");
         bad("mm/khugepaged: fix the thing.", &["mm/khugepaged.c"], "period");
         bad("mm/khugepaged: Fix the thing", &["mm/khugepaged.c"], "capital");
-        bad("mm/khugepaged: fix selftest", &["tools/testing/selftests/mm/khugepaged.c", "mm/memory.c"], "does not match");
+        bad(
+            "mm/khugepaged: fix selftest",
+            &["tools/testing/selftests/mm/khugepaged.c", "mm/memory.c"],
+            "does not match",
+        );
         bad("rust: mm: add things", &["mm/khugepaged.c"], "does not match");
         bad("khugepaged: add things", &["mm/khugepaged.c"], "is not one of");
         bad(&format!("mm: {}", "x".repeat(80)), &["mm/memory.c"], "75");
@@ -1303,7 +1545,12 @@ mod tests {
             files.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
             vec![Compare::Same, Compare::Differs, Compare::New, Compare::Unknown]
         );
-        BaseReport { tag: "v7.3".into(), commit: commit.map(String::from), debian: "linux-source-7.3 7.3.4-1~bpo13+1".into(), files }
+        BaseReport {
+            tag: "v7.3".into(),
+            commit: commit.map(String::from),
+            debian: "linux-source-7.3 7.3.4-1~bpo13+1".into(),
+            files,
+        }
     }
 
     #[test]
@@ -1315,9 +1562,15 @@ mod tests {
         let text = fill_cover(generated, template, &report(Some(id))).unwrap();
         assert!(text.contains("Subject: [RFC PATCH v1 0/1] mm/khugepaged: the subject\n"));
         assert!(text.contains("\n\nWhy.\n\nBase: developed and tested on Debian's"));
-        assert!(text.contains("DIFFERENT between v7.3 and Debian 7.3.4 (tested on Debian's version\nonly): b.c."), "{text}");
+        assert!(
+            text.contains("DIFFERENT between v7.3 and Debian 7.3.4 (tested on Debian's version\nonly): b.c."),
+            "{text}"
+        );
         assert!(text.contains("Identical in v7.3 and Debian 7.3.4: a.c."));
-        assert!(text.contains(&format!(" mm/x.c | 1 +\n\nbase-commit: {id}\n-- \n2.47.3")), "{text}");
+        assert!(
+            text.contains(&format!(" mm/x.c | 1 +\n\nbase-commit: {id}\n-- \n2.47.3")),
+            "{text}"
+        );
         assert_eq!(placeholders(&text).len(), 1, "c.c is not compared yet");
         // Unknown commit: no trailer, a marked place instead.
         let text = fill_cover(generated, template, &report(None)).unwrap();

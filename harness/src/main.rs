@@ -119,16 +119,22 @@ fn main() {
     let r = match cli.command {
         Command::Install => install(&layout),
         Command::Check => base::ensure(&layout).and_then(|_| toolchain::check(&layout, &layout.base_repo())),
-        Command::Apply { force, mailed_only } => {
-            base::ensure(&layout).and_then(|_| series::apply(&layout, !mailed_only, force)).map(|wt| {
+        Command::Apply { force, mailed_only } => base::ensure(&layout)
+            .and_then(|_| series::apply(&layout, !mailed_only, force))
+            .map(|wt| {
                 eprintln!("work tree ready: {}", wt.display());
-            })
-        }
+            }),
         Command::Export => export(&layout),
         Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
         Command::Run(o) => run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the run failed") }),
         Command::Test { variants, accel } => test(&layout, &variants, accel),
-        Command::Bench(o) => bench::run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the benchmark is not a result") }),
+        Command::Bench(o) => bench::run(&layout, &o).and_then(|ok| {
+            if ok {
+                Ok(())
+            } else {
+                bail!("the benchmark is not a result")
+            }
+        }),
         Command::Mail(o) => base::ensure(&layout).and_then(|_| mail::run(&layout, &o)),
     };
     if let Err(e) = r {
@@ -146,7 +152,12 @@ fn install(layout: &Layout) -> Result<()> {
 fn export(layout: &Layout) -> Result<()> {
     let wt = layout.work_tree();
     let (m, l) = series::export_to(&wt, &layout.patches())?;
-    eprintln!("exported {} mailed and {} local patches into {}", m.len(), l.len(), layout.patches().display());
+    eprintln!(
+        "exported {} mailed and {} local patches into {}",
+        m.len(),
+        l.len(),
+        layout.patches().display()
+    );
     Ok(())
 }
 
@@ -184,16 +195,40 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     let mut stages = Stages::new();
     let (tree, build, image) = prepare(layout, &o.build, &mut stages)?;
     let run_vmtests = std::fs::read_to_string(tree.join("tools/testing/selftests/mm/run_vmtests.sh"))?;
-    let mut cases = if o.no_khugepaged { Vec::new() } else { guest::khugepaged_cases(&run_vmtests) };
+    let mut cases = if o.no_khugepaged {
+        Vec::new()
+    } else {
+        guest::khugepaged_cases(&run_vmtests)
+    };
     if !o.no_khugepaged && cases.len() != 6 {
-        bail!("expected the six khugepaged invocations in run_vmtests.sh, found {}", cases.len());
+        bail!(
+            "expected the six khugepaged invocations in run_vmtests.sh, found {}",
+            cases.len()
+        );
     }
-    let races = if o.no_khugepaged { Vec::new() } else { guest::race_cases(&run_vmtests, &o.race_args) };
-    let mut programs: Vec<&str> = if o.no_khugepaged { Vec::new() } else { vec!["khugepaged"] };
-    programs.extend(races.iter().filter_map(|c| c.command.split_whitespace().next()).map(|p| p.trim_start_matches("./")));
+    let races = if o.no_khugepaged {
+        Vec::new()
+    } else {
+        guest::race_cases(&run_vmtests, &o.race_args)
+    };
+    let mut programs: Vec<&str> = if o.no_khugepaged {
+        Vec::new()
+    } else {
+        vec!["khugepaged"]
+    };
+    programs.extend(
+        races
+            .iter()
+            .filter_map(|c| c.command.split_whitespace().next())
+            .map(|p| p.trim_start_matches("./")),
+    );
     cases.extend(races.iter().cloned());
-    let (bins, _) = timed(&mut stages, "selftests", || build::selftests(layout, &tree, &build, &programs))?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let (bins, _) = timed(&mut stages, "selftests", || {
+        build::selftests(layout, &tree, &build, &programs)
+    })?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let dir = layout.runs().join(format!("{stamp}-{}", o.build.variant.name()));
     std::fs::create_dir_all(&dir)?;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
@@ -205,7 +240,11 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
             Some((s, n)) => (PathBuf::from(s), n.to_string()),
             None => {
                 let p = PathBuf::from(f);
-                let n = p.file_name().context("--file needs a file name")?.to_string_lossy().into_owned();
+                let n = p
+                    .file_name()
+                    .context("--file needs a file name")?
+                    .to_string_lossy()
+                    .into_owned();
                 (p, n)
             }
         };
@@ -214,20 +253,33 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     // The C/Rust switch exists when the series' option is on and the local
     // stack (which adds the switch) is applied.
     let dot_config = std::fs::read_to_string(build.join(".config"))?;
-    let impls: Vec<ab::Impl> = if !o.build.mailed_only && !o.no_khugepaged && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") {
-        o.impls.clone()
-    } else {
-        Vec::new()
-    };
+    let impls: Vec<ab::Impl> =
+        if !o.build.mailed_only && !o.no_khugepaged && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") {
+            o.impls.clone()
+        } else {
+            Vec::new()
+        };
     if !impls.is_empty() {
         cases = ab::blocks(&cases, &impls);
     }
     if !o.command.is_empty() {
         let c = o.command.join(" ");
-        cases.push(guest::Case { name: c.clone(), command: c, rust_only: false });
+        cases.push(guest::Case {
+            name: c.clone(),
+            command: c,
+            rust_only: false,
+        });
     }
     let init = layout.guest_files().join("init");
-    let initramfs = guest::pack(&guest::Initramfs { init: &init, files, cases: &cases, setup: None }, &dir)?;
+    let initramfs = guest::pack(
+        &guest::Initramfs {
+            init: &init,
+            files,
+            cases: &cases,
+            setup: None,
+        },
+        &dir,
+    )?;
     let disks = guest::disks(&dir)?;
     let append = format!("console=ttyS0 panic=-1 page_table_check=on {}", o.append);
     let boot = guest::Boot {
@@ -267,9 +319,20 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
         "ok": v.ok(),
     });
     std::fs::write(dir.join("result.json"), serde_json::to_string_pretty(&json)?)?;
-    eprintln!("stages: {}", stages.iter().map(|(n, s)| format!("{n} {s:.1}s")).collect::<Vec<_>>().join(", "));
+    eprintln!(
+        "stages: {}",
+        stages
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.1}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("{text}");
-    eprintln!("console: {}\nresult: {}", boot.console.display(), dir.join("result.json").display());
+    eprintln!(
+        "console: {}\nresult: {}",
+        boot.console.display(),
+        dir.join("result.json").display()
+    );
     Ok(v.ok())
 }
 
@@ -290,7 +353,11 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
     for &v in variants {
         eprintln!("== guest run, config {}", v.name());
         let o = RunOpts {
-            build: BuildOpts { variant: v, force: false, mailed_only: false },
+            build: BuildOpts {
+                variant: v,
+                force: false,
+                mailed_only: false,
+            },
             accel,
             timeout: 900,
             files: Vec::new(),

@@ -36,7 +36,10 @@ pub fn parse_series(text: &str) -> Result<Vec<String>> {
         let name = words.next().unwrap_or_default();
         for opt in words {
             if opt != "-p1" {
-                bail!("series line {}: option `{opt}` is not supported (git am applies with -p1)", n + 1);
+                bail!(
+                    "series line {}: option `{opt}` is not supported (git am applies with -p1)",
+                    n + 1
+                );
             }
         }
         if out.iter().any(|p| p == name) {
@@ -57,10 +60,17 @@ impl Stack {
         };
         for p in &patches {
             if !dir.join(p).is_file() {
-                bail!("{} names {p}, which does not exist in {}", file.display(), dir.display());
+                bail!(
+                    "{} names {p}, which does not exist in {}",
+                    file.display(),
+                    dir.display()
+                );
             }
         }
-        Ok(Stack { dir: dir.to_path_buf(), patches })
+        Ok(Stack {
+            dir: dir.to_path_buf(),
+            patches,
+        })
     }
     pub fn paths(&self) -> Vec<PathBuf> {
         self.patches.iter().map(|p| self.dir.join(p)).collect()
@@ -100,9 +110,16 @@ fn format_patches(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
     let out = cmd::output(&mut cmd::git(
         tree,
         [
-            "-c", "core.abbrev=12", "-c", "diff.noprefix=false",
-            "format-patch", "--zero-commit", "--no-signature", "--no-numbered",
-            "--full-index", "--output-directory",
+            "-c",
+            "core.abbrev=12",
+            "-c",
+            "diff.noprefix=false",
+            "format-patch",
+            "--zero-commit",
+            "--no-signature",
+            "--no-numbered",
+            "--full-index",
+            "--output-directory",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -111,14 +128,23 @@ fn format_patches(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
     Ok(out
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|l| Path::new(l).file_name().expect("format-patch prints files").to_string_lossy().into_owned())
+        .map(|l| {
+            Path::new(l)
+                .file_name()
+                .expect("format-patch prints files")
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect())
 }
 
 /// Commits since the base: (mailed range end, local range end) split at the
 /// first `LOCAL:` subject; a mailed commit after a local one is an error.
 fn split_commits(tree: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let log = cmd::output(&mut cmd::git(tree, ["log", "--reverse", "--format=%H %s", &format!("{BASE_TAG}..HEAD")]))?;
+    let log = cmd::output(&mut cmd::git(
+        tree,
+        ["log", "--reverse", "--format=%H %s", &format!("{BASE_TAG}..HEAD")],
+    ))?;
     let (mut mailed, mut local) = (Vec::new(), Vec::new());
     for line in log.lines() {
         let (id, subject) = line.split_once(' ').unwrap_or((line, ""));
@@ -140,7 +166,11 @@ fn write_stack(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
             let _ = fs::remove_file(p);
         }
     }
-    let names = if range.is_empty() { Vec::new() } else { format_patches(tree, range, dir)? };
+    let names = if range.is_empty() {
+        Vec::new()
+    } else {
+        format_patches(tree, range, dir)?
+    };
     let mut series = String::new();
     for n in &names {
         series.push_str(n);
@@ -202,7 +232,12 @@ fn tempdir_in(tree: &Path) -> Result<PathBuf> {
 }
 
 fn is_clean(tree: &Path) -> Result<bool> {
-    Ok(cmd::output(&mut cmd::git(tree, ["status", "--porcelain", "--untracked-files=normal"]))?.trim().is_empty())
+    Ok(cmd::output(&mut cmd::git(
+        tree,
+        ["status", "--porcelain", "--untracked-files=normal"],
+    ))?
+    .trim()
+    .is_empty())
 }
 
 /// Apply the series (and the local stack if `with_local`) to the work tree.
@@ -288,7 +323,12 @@ mod tests {
         assert!(first.starts_with("From 0000000000000000000000000000000000000000 "));
         // Re-apply from the patches onto the base and export again.
         git(&tree, &["checkout", "-q", "-f", "-B", "main", BASE_TAG]);
-        for p in Stack::load(&patches).unwrap().paths().into_iter().chain(Stack::load(&patches.join("local")).unwrap().paths()) {
+        for p in Stack::load(&patches)
+            .unwrap()
+            .paths()
+            .into_iter()
+            .chain(Stack::load(&patches.join("local")).unwrap().paths())
+        {
             git(&tree, &["am", "-q", p.to_str().unwrap()]);
         }
         assert!(exported_matches(&tree, &patches, true).unwrap());
@@ -315,7 +355,10 @@ mod apply_tests {
     #[test]
     fn a_patch_that_does_not_apply_is_named() {
         let t = tempfile::tempdir().unwrap();
-        let layout = Layout { repo: t.path().join("repo"), cache: t.path().join("cache") };
+        let layout = Layout {
+            repo: t.path().join("repo"),
+            cache: t.path().join("cache"),
+        };
         let base = layout.base_repo();
         fs::create_dir_all(&base).unwrap();
         git(&base, &["init", "-q", "-b", "base"]);

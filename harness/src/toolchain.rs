@@ -12,10 +12,32 @@ use crate::layout::Layout;
 
 /// Debian 12 packages from the machine's own suites.
 pub const PACKAGES: &[&str] = &[
-    "rustc-web", "rust-web-src", "rust-web-clippy", "rustfmt-web", "clang-19", "lld-19", "llvm-19", "libclang-19-dev",
-    "build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "xz-utils",
-    "kmod", "rsync", "ccache", "busybox-static", "e2fsprogs", "git-email", "codespell",
-    "python3-aiosmtpd", "python3-ply", "python3-git",
+    "rustc-web",
+    "rust-web-src",
+    "rust-web-clippy",
+    "rustfmt-web",
+    "clang-19",
+    "lld-19",
+    "llvm-19",
+    "libclang-19-dev",
+    "build-essential",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "cpio",
+    "xz-utils",
+    "kmod",
+    "rsync",
+    "ccache",
+    "busybox-static",
+    "e2fsprogs",
+    "git-email",
+    "codespell",
+    "python3-aiosmtpd",
+    "python3-ply",
+    "python3-git",
 ];
 pub const BINDGEN_VERSION: &str = "0.73.2";
 const APT_SOURCES: &str = "/etc/apt/sources.list.d/khugepaged-rs-backports.sources";
@@ -44,27 +66,111 @@ struct Tool {
 }
 
 const TOOLS: &[Tool] = &[
-    Tool { name: "rustc", path: "/usr/bin/rustc", fix: "apt-get install rustc-web" },
-    Tool { name: "rust library source", path: "/usr/lib/rustlib/src/rust/library/core/src/lib.rs", fix: "apt-get install rust-web-src" },
-    Tool { name: "rustfmt", path: "/usr/bin/rustfmt", fix: "apt-get install rustfmt-web" },
-    Tool { name: "clippy-driver", path: "/usr/bin/clippy-driver", fix: "apt-get install rust-web-clippy" },
-    Tool { name: "clang-19", path: "/usr/bin/clang-19", fix: "apt-get install clang-19" },
-    Tool { name: "ld.lld-19", path: "/usr/bin/ld.lld-19", fix: "apt-get install lld-19" },
-    Tool { name: "llvm-ar-19", path: "/usr/bin/llvm-ar-19", fix: "apt-get install llvm-19" },
-    Tool { name: "libclang-19", path: "/usr/lib/llvm-19/lib/libclang.so", fix: "apt-get install libclang-19-dev" },
-    Tool { name: "flex", path: "/usr/bin/flex", fix: "apt-get install flex" },
-    Tool { name: "bison", path: "/usr/bin/bison", fix: "apt-get install bison" },
-    Tool { name: "bc", path: "/usr/bin/bc", fix: "apt-get install bc" },
-    Tool { name: "libelf", path: "/usr/include/libelf.h", fix: "apt-get install libelf-dev" },
-    Tool { name: "openssl headers", path: "/usr/include/openssl/ssl.h", fix: "apt-get install libssl-dev" },
-    Tool { name: "cpio", path: "/usr/bin/cpio", fix: "apt-get install cpio" },
-    Tool { name: "rsync", path: "/usr/bin/rsync", fix: "apt-get install rsync" },
-    Tool { name: "ccache", path: "/usr/bin/ccache", fix: "apt-get install ccache" },
-    Tool { name: "busybox (static)", path: "/bin/busybox", fix: "apt-get install busybox-static" },
-    Tool { name: "mkfs.ext4", path: "/sbin/mkfs.ext4", fix: "apt-get install e2fsprogs" },
-    Tool { name: "mkswap", path: "/sbin/mkswap", fix: "apt-get install util-linux" },
-    Tool { name: "qemu-system-x86_64", path: "/usr/bin/qemu-system-x86_64", fix: "apt-get install qemu-system-x86" },
-    Tool { name: "git send-email", path: "/usr/lib/git-core/git-send-email", fix: "apt-get install git-email" },
+    Tool {
+        name: "rustc",
+        path: "/usr/bin/rustc",
+        fix: "apt-get install rustc-web",
+    },
+    Tool {
+        name: "rust library source",
+        path: "/usr/lib/rustlib/src/rust/library/core/src/lib.rs",
+        fix: "apt-get install rust-web-src",
+    },
+    Tool {
+        name: "rustfmt",
+        path: "/usr/bin/rustfmt",
+        fix: "apt-get install rustfmt-web",
+    },
+    Tool {
+        name: "clippy-driver",
+        path: "/usr/bin/clippy-driver",
+        fix: "apt-get install rust-web-clippy",
+    },
+    Tool {
+        name: "clang-19",
+        path: "/usr/bin/clang-19",
+        fix: "apt-get install clang-19",
+    },
+    Tool {
+        name: "ld.lld-19",
+        path: "/usr/bin/ld.lld-19",
+        fix: "apt-get install lld-19",
+    },
+    Tool {
+        name: "llvm-ar-19",
+        path: "/usr/bin/llvm-ar-19",
+        fix: "apt-get install llvm-19",
+    },
+    Tool {
+        name: "libclang-19",
+        path: "/usr/lib/llvm-19/lib/libclang.so",
+        fix: "apt-get install libclang-19-dev",
+    },
+    Tool {
+        name: "flex",
+        path: "/usr/bin/flex",
+        fix: "apt-get install flex",
+    },
+    Tool {
+        name: "bison",
+        path: "/usr/bin/bison",
+        fix: "apt-get install bison",
+    },
+    Tool {
+        name: "bc",
+        path: "/usr/bin/bc",
+        fix: "apt-get install bc",
+    },
+    Tool {
+        name: "libelf",
+        path: "/usr/include/libelf.h",
+        fix: "apt-get install libelf-dev",
+    },
+    Tool {
+        name: "openssl headers",
+        path: "/usr/include/openssl/ssl.h",
+        fix: "apt-get install libssl-dev",
+    },
+    Tool {
+        name: "cpio",
+        path: "/usr/bin/cpio",
+        fix: "apt-get install cpio",
+    },
+    Tool {
+        name: "rsync",
+        path: "/usr/bin/rsync",
+        fix: "apt-get install rsync",
+    },
+    Tool {
+        name: "ccache",
+        path: "/usr/bin/ccache",
+        fix: "apt-get install ccache",
+    },
+    Tool {
+        name: "busybox (static)",
+        path: "/bin/busybox",
+        fix: "apt-get install busybox-static",
+    },
+    Tool {
+        name: "mkfs.ext4",
+        path: "/sbin/mkfs.ext4",
+        fix: "apt-get install e2fsprogs",
+    },
+    Tool {
+        name: "mkswap",
+        path: "/sbin/mkswap",
+        fix: "apt-get install util-linux",
+    },
+    Tool {
+        name: "qemu-system-x86_64",
+        path: "/usr/bin/qemu-system-x86_64",
+        fix: "apt-get install qemu-system-x86",
+    },
+    Tool {
+        name: "git send-email",
+        path: "/usr/lib/git-core/git-send-email",
+        fix: "apt-get install git-email",
+    },
 ];
 
 /// Tools that are absent, each with the fix.
@@ -136,8 +242,8 @@ pub fn install(layout: &Layout) -> Result<()> {
     if need_qemu {
         // A qemu-utils from bookworm-backports breaks bookworm's
         // qemu-system-common: take qemu-system-x86 from the same suite.
-        let utils = cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
-            .unwrap_or_default();
+        let utils =
+            cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"])).unwrap_or_default();
         if utils.contains("bpo12") {
             apt_get(&["install", "-t", "bookworm-backports", "qemu-system-x86"])?;
         } else {
@@ -148,7 +254,14 @@ pub fn install(layout: &Layout) -> Result<()> {
         eprintln!("installing bindgen-cli {BINDGEN_VERSION} from crates.io (~1.5 min)");
         cmd::run(
             Command::new("cargo")
-                .args(["install", "--locked", "bindgen-cli", "--version", BINDGEN_VERSION, "--root"])
+                .args([
+                    "install",
+                    "--locked",
+                    "bindgen-cli",
+                    "--version",
+                    BINDGEN_VERSION,
+                    "--root",
+                ])
                 .arg(layout.cache.join("bindgen")),
         )?;
     }

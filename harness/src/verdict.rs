@@ -55,13 +55,30 @@ impl Verdict {
 
 /// Kernel log lines that mean something went wrong in the kernel.
 const SPLAT_STARTS: &[&str] = &[
-    "BUG:", "WARNING:", "INFO: ", "Oops", "kernel BUG at", "Kernel panic", "general protection fault",
-    "UBSAN:", "------------[ cut here ]------------", "Unable to handle kernel",
+    "BUG:",
+    "WARNING:",
+    "INFO: ",
+    "Oops",
+    "kernel BUG at",
+    "Kernel panic",
+    "general protection fault",
+    "UBSAN:",
+    "------------[ cut here ]------------",
+    "Unable to handle kernel",
 ];
 const SPLAT_CONTAINS: &[&str] = &[
-    "Bad rss-counter", "Bad page state", "Bad page map", "DEBUG_LOCKS_WARN_ON", "KASAN:",
-    "rcu: INFO:", "page_table_check: ", "circular locking dependency", "possible recursive locking",
-    "inconsistent lock state", "suspicious RCU usage", "lockdep is turned off",
+    "Bad rss-counter",
+    "Bad page state",
+    "Bad page map",
+    "DEBUG_LOCKS_WARN_ON",
+    "KASAN:",
+    "rcu: INFO:",
+    "page_table_check: ",
+    "circular locking dependency",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "lockdep is turned off",
 ];
 
 /// Strip the printk timestamp `[    1.234567] `; `None` for lines without
@@ -80,7 +97,10 @@ pub fn splats(console: &str) -> Vec<Splat> {
         .filter_map(|(i, l)| {
             let t = kernel_text(l)?.trim_start();
             let hit = SPLAT_STARTS.iter().any(|s| t.starts_with(s)) || SPLAT_CONTAINS.iter().any(|s| t.contains(s));
-            hit.then(|| Splat { line: i + 1, text: t.to_string() })
+            hit.then(|| Splat {
+                line: i + 1,
+                text: t.to_string(),
+            })
         })
         .collect()
 }
@@ -97,7 +117,13 @@ pub fn kunit(console: &str) -> Vec<SuiteResult> {
         let Some(r) = ktap::parse_result(body) else { continue };
         match depth {
             0 => {
-                out.push(SuiteResult { name: r.name, status: r.status, pass, fail, skip });
+                out.push(SuiteResult {
+                    name: r.name,
+                    status: r.status,
+                    pass,
+                    fail,
+                    skip,
+                });
                 (pass, fail, skip) = (0, 0, 0);
             }
             1 => match r.status {
@@ -133,7 +159,11 @@ pub fn split_sections(tests_log: &str) -> (Option<u32>, bool, Vec<Section>) {
             cpus = n.trim().parse().ok();
         } else if let Some(rest) = line.strip_prefix("KHRS-BEGIN ") {
             let name = rest.split_once(' ').map(|(_, n)| n).unwrap_or("").to_string();
-            out.push(Section { name, exit_code: None, lines: Vec::new() });
+            out.push(Section {
+                name,
+                exit_code: None,
+                lines: Vec::new(),
+            });
             open = true;
         } else if let Some(rest) = line.strip_prefix("KHRS-END ") {
             if let Some(c) = out.last_mut() {
@@ -177,7 +207,9 @@ fn parse_section(sec: Section) -> CaseResult {
             let count = |st| c.tests.iter().filter(|t| t.status == st).count() as u32;
             let (p, f, s) = (get("pass"), get("fail") + get("error") + get("xpass"), get("skip"));
             if (p, f, s) != (count(Status::Pass), count(Status::Fail), count(Status::Skip)) {
-                c.problems.push(format!("kselftest totals pass:{p} fail:{f} skip:{s} disagree with the result lines"));
+                c.problems.push(format!(
+                    "kselftest totals pass:{p} fail:{f} skip:{s} disagree with the result lines"
+                ));
             }
         }
     }
@@ -201,7 +233,8 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
         }
         if let Some(p) = c.plan {
             if c.tests.len() as u32 != p {
-                c.problems.push(format!("planned {p} tests, reported {}", c.tests.len()));
+                c.problems
+                    .push(format!("planned {p} tests, reported {}", c.tests.len()));
             }
         }
     }
@@ -271,7 +304,17 @@ pub fn judge(
             failed += 1;
         }
     }
-    Verdict { cpus, cases, kunit, splats, problems, counters, passed, failed, skipped }
+    Verdict {
+        cpus,
+        cases,
+        kunit,
+        splats,
+        problems,
+        counters,
+        passed,
+        failed,
+        skipped,
+    }
 }
 
 /// Human summary; the last line is `N passed, N failed, N skipped`.
@@ -279,17 +322,30 @@ pub fn render(v: &Verdict) -> String {
     let mut s = String::new();
     for c in &v.cases {
         let count = |st| c.tests.iter().filter(|t| t.status == st).count();
-        let mark = if c.problems.is_empty() && count(Status::Fail) == 0 && count(Status::Skip) == 0 { "PASS" } else { "FAIL" };
+        let mark = if c.problems.is_empty() && count(Status::Fail) == 0 && count(Status::Skip) == 0 {
+            "PASS"
+        } else {
+            "FAIL"
+        };
         s.push_str(&format!(
             "{mark} {:<40} {} passed, {} failed, {} skipped{}\n",
             c.name,
             count(Status::Pass),
             count(Status::Fail),
             count(Status::Skip),
-            if c.problems.is_empty() { String::new() } else { format!(" ({})", c.problems.join("; ")) }
+            if c.problems.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", c.problems.join("; "))
+            }
         ));
         for t in c.tests.iter().filter(|t| t.status != Status::Pass) {
-            s.push_str(&format!("     {:?}: {} {}\n", t.status, t.name, t.reason.clone().unwrap_or_default()));
+            s.push_str(&format!(
+                "     {:?}: {} {}\n",
+                t.status,
+                t.name,
+                t.reason.clone().unwrap_or_default()
+            ));
         }
     }
     for k in &v.kunit {
@@ -316,7 +372,10 @@ pub fn render(v: &Verdict) -> String {
         s.push_str(&format!("PROBLEM: {p}\n"));
     }
     s.push_str(&format!("{} splats\n", v.splats.len()));
-    s.push_str(&format!("{} passed, {} failed, {} skipped\n", v.passed, v.failed, v.skipped));
+    s.push_str(&format!(
+        "{} passed, {} failed, {} skipped\n",
+        v.passed, v.failed, v.skipped
+    ));
     s
 }
 
@@ -346,7 +405,11 @@ mod tests {
         assert_eq!(s2.exit_code, Some(1));
         assert_eq!(s2.plan, Some(26));
         assert_eq!(s2.tests.len(), 1);
-        assert!(s2.problems.iter().any(|p| p.contains("planned 26")), "{:?}", s2.problems);
+        assert!(
+            s2.problems.iter().any(|p| p.contains("planned 26")),
+            "{:?}",
+            s2.problems
+        );
         assert_eq!(v.cases[0].tests.len(), 26);
         assert!(v.cases[0].problems.is_empty());
         assert_eq!(v.cases[5].name, "khugepaged all:file /mnt/file");
@@ -354,14 +417,21 @@ mod tests {
         assert!(v.splats.is_empty(), "{:?}", v.splats);
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         assert!(!v.ok());
-        assert!(render(&v).ends_with("442 passed, 1 failed, 0 skipped\n"), "{}", render(&v));
+        assert!(
+            render(&v).ends_with("442 passed, 1 failed, 0 skipped\n"),
+            "{}",
+            render(&v)
+        );
     }
 
     #[test]
     fn kunit_suites_from_the_console() {
         let k = kunit(CONSOLE);
         let names: Vec<&str> = k.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["rust_kernel_fmt", "rust_spinlock_irq_condvar", "rust_doctests_kernel"]);
+        assert_eq!(
+            names,
+            ["rust_kernel_fmt", "rust_spinlock_irq_condvar", "rust_doctests_kernel"]
+        );
         assert_eq!((k[0].pass, k[2].pass, k[2].fail), (1, 360, 0));
     }
 
@@ -373,11 +443,17 @@ mod tests {
         assert!(!v.ok());
         assert!(v.problems.iter().any(|p| p.contains("timeout")));
         assert!(v.problems.iter().any(|p| p.contains("no KHRS-DONE")));
-        assert!(v.problems.iter().any(|p| p.contains("`khugepaged all:file /mnt/file` never started")));
+        assert!(v
+            .problems
+            .iter()
+            .any(|p| p.contains("`khugepaged all:file /mnt/file` never started")));
         assert!(v.cases[2].problems.contains(&"did not finish".to_string()));
         // One CPU is not enough for a race run.
         let one = TESTS.replace("KHRS-CPUS 2", "KHRS-CPUS 1");
-        assert!(judge(&one, CONSOLE, &six(), 2, false, &[]).problems.iter().any(|p| p.contains("1 CPU")));
+        assert!(judge(&one, CONSOLE, &six(), 2, false, &[])
+            .problems
+            .iter()
+            .any(|p| p.contains("1 CPU")));
     }
 
     #[test]

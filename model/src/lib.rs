@@ -36,8 +36,7 @@ pub const NTABLES: usize = 2;
 
 pub const INV_LOST_ENTRY: &str = "INVARIANT VIOLATED: page table freed with a live entry";
 pub const INV_LOST_FLUSH: &str = "INVARIANT VIOLATED: owed TLB flush lost";
-pub const INV_WRONG_TABLE: &str =
-    "INVARIANT VIOLATED: collapse removed a page table that the pmd no longer maps";
+pub const INV_WRONG_TABLE: &str = "INVARIANT VIOLATED: collapse removed a page table that the pmd no longer maps";
 pub const INV_DOUBLE_FREE: &str = "INVARIANT VIOLATED: page table freed twice";
 pub const INV_ACCOUNTING: &str = "INVARIANT VIOLATED: folio ref / mm counter accounting mismatch";
 pub const INV_UNCLEAN: &str = "INVARIANT VIOLATED: collapse did not succeed or abort cleanly";
@@ -271,11 +270,7 @@ impl Mm {
                     pml.clone()
                 },
                 st: UnsafeCell::new(TableState {
-                    slots: if t == 0 {
-                        cfg.initial
-                    } else {
-                        [Pte::None; NSLOTS]
-                    },
+                    slots: if t == 0 { cfg.initial } else { [Pte::None; NSLOTS] },
                     freed: false,
                 }),
             })
@@ -374,19 +369,13 @@ impl Mm {
             (*p).freed = true;
             ((*p).slots, was)
         });
-        self.ev(
-            who,
-            format!("pmd_clear + free table {t} containing {slots:?}"),
-        );
+        self.ev(who, format!("pmd_clear + free table {t} containing {slots:?}"));
         if was_freed {
             self.violation(INV_DOUBLE_FREE, format!("{who} freed table {t} again"));
         }
         for (i, s) in slots.iter().enumerate() {
             if *s != Pte::None {
-                self.violation(
-                    INV_LOST_ENTRY,
-                    format!("{who} freed table {t} with slot {i} = {s:?}"),
-                );
+                self.violation(INV_LOST_ENTRY, format!("{who} freed table {t} with slot {i} = {s:?}"));
             }
         }
     }
@@ -473,10 +462,7 @@ impl Mm {
                 }
                 Pte::Guard => return Err("step 2: SCAN_PTE_NON_PRESENT (marker)"),
                 p => {
-                    self.ev(
-                        "collapse",
-                        format!("step 2: slot {i} = {p:?} is not our folio"),
-                    );
+                    self.ev("collapse", format!("step 2: slot {i} = {p:?} is not our folio"));
                     return Err("step 2: not our folio");
                 }
             }
@@ -535,11 +521,7 @@ fn collapse_prefix_2023(mm: &Mm, _t1: usize) -> Outcome {
     }
     mm.account(nr);
     let _pml = mm.lock_pml();
-    let _ptl = if mm.split() {
-        Some(mm.ptl(t).lock())
-    } else {
-        None
-    };
+    let _ptl = if mm.split() { Some(mm.ptl(t).lock()) } else { None };
     mm.ev("collapse", "step 4: pml + ptl held");
     mm.remove_table(t)
 }
@@ -569,10 +551,7 @@ fn collapse_hugh_v2(mm: &Mm, _t1: usize) -> Outcome {
                 break;
             }
             None => {
-                mm.ev(
-                    "collapse",
-                    "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl",
-                );
+                mm.ev("collapse", "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl");
                 drop(ptl.take());
                 pml = Some(mm.lock_pml());
                 ptl = Some(mm.ptl(t).lock());
@@ -680,10 +659,7 @@ fn collapse_ours_impl(mm: &Mm, skip_same_lock: bool) -> Outcome {
                 if mm.pmd_table() != Some(pgt_pmd) {
                     return mm.abort(nr, "pmd_same failed after relock");
                 }
-                mm.ev(
-                    "collapse",
-                    "rescan step 2 with both locks (cumulative count)",
-                );
+                mm.ev("collapse", "rescan step 2 with both locks (cumulative count)");
             }
         }
     }
@@ -709,11 +685,7 @@ fn collapse_naive_nested(mm: &Mm, _t1: usize) -> Outcome {
         return mm.abort(nr, why);
     }
     mm.ev("collapse", "holding ptl, spin_lock(pml) (blocking)");
-    let _pml = if mm.split() {
-        Some(mm.lock_pml())
-    } else {
-        None
-    };
+    let _pml = if mm.split() { Some(mm.lock_pml()) } else { None };
     mm.account(nr);
     mm.remove_table(t)
 }
@@ -730,10 +702,7 @@ pub fn collapse(mm: &Mm) -> Outcome {
         Ok(t) => t,
         Err(o) => return o,
     };
-    mm.ev(
-        "collapse",
-        "spin_unlock(ptl) after step 1; mmu_notifier start",
-    );
+    mm.ev("collapse", "spin_unlock(ptl) after step 1; mmu_notifier start");
     match mm.cfg.protocol {
         Protocol::PreFix2023 => collapse_prefix_2023(mm, t1),
         Protocol::HughV2 => collapse_hugh_v2(mm, t1),
@@ -760,10 +729,7 @@ pub fn uffd_copy(mm: &Mm, slot: usize) {
     let Some((t, _g)) = mm.map_lock() else { return }; // -EAGAIN
     if mm.get(t, slot) == Pte::None {
         mm.set(t, slot, Pte::Anon);
-        mm.ev(
-            "uffd",
-            format!("install anon PTE in slot {slot} of table {t}"),
-        );
+        mm.ev("uffd", format!("install anon PTE in slot {slot} of table {t}"));
     }
 }
 
@@ -781,10 +747,7 @@ pub fn guard_install(mm: &Mm, slot: usize) {
     let Some((t, _g)) = mm.map_lock() else { return };
     if mm.get(t, slot) == Pte::None {
         mm.set(t, slot, Pte::Guard);
-        mm.ev(
-            "guard",
-            format!("install guard marker in slot {slot} of table {t}"),
-        );
+        mm.ev("guard", format!("install guard marker in slot {slot} of table {t}"));
     }
 }
 
@@ -808,10 +771,7 @@ pub fn pt_reclaim(mm: &Mm) {
             mm.free_table("pt_reclaim(direct)", t);
             return;
         }
-        mm.ev(
-            "pt_reclaim",
-            "table empty but spin_trylock(pml) failed: drop ptl",
-        );
+        mm.ev("pt_reclaim", "table empty but spin_trylock(pml) failed: drop ptl");
     }
     // zap_pte_table_if_empty()
     let _pml = mm.lock_pml();
@@ -820,11 +780,7 @@ pub fn pt_reclaim(mm: &Mm) {
         "pt_reclaim",
         format!("zap_pte_table_if_empty: pml held, spin_lock_nested(ptl of table {t})"),
     );
-    let _ptl = if mm.split() {
-        Some(mm.ptl(t).lock())
-    } else {
-        None
-    };
+    let _ptl = if mm.split() { Some(mm.ptl(t).lock()) } else { None };
     if !mm.all_none(t) {
         return;
     }
@@ -875,15 +831,9 @@ impl Mm {
         }
         // Accounting: refs held for File PTEs == File PTEs still mapped.
         let refs = self.view(|v| v.file_refs);
-        let mapped = live_slots
-            .iter()
-            .filter(|p| matches!(p, Pte::File(_)))
-            .count();
+        let mapped = live_slots.iter().filter(|p| matches!(p, Pte::File(_))).count();
         if refs != mapped {
-            self.violation(
-                INV_ACCOUNTING,
-                format!("refs {refs} but {mapped} File PTEs mapped"),
-            );
+            self.violation(INV_ACCOUNTING, format!("refs {refs} but {mapped} File PTEs mapped"));
         }
         // Clean outcome: success <=> table 0 is gone; abort keeps table 0
         // unless someone else (PT_RECLAIM) legitimately freed it.
@@ -904,10 +854,7 @@ impl Mm {
 /// thread, join, check.  Panics (with an `INV_*` message and the trace) if a
 /// violation was recorded.
 pub fn execution(cfg: &Config) -> ExecSummary {
-    assert!(
-        cfg.actors.len() < loom::MAX_THREADS,
-        "too many actors for loom"
-    );
+    assert!(cfg.actors.len() < loom::MAX_THREADS, "too many actors for loom");
     CUR_TRACE.with(|t| t.borrow_mut().clear());
     let mm = Arc::new(Mm::new(cfg.clone()));
     let handles: Vec<_> = cfg
@@ -941,8 +888,7 @@ pub fn execution(cfg: &Config) -> ExecSummary {
         outcome: o,
         trylock_failed: trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
         table_reclaimed: trace.iter().any(|e| e.starts_with("pt_reclaim")),
-        rescan_abort: matches!(o, Outcome::Aborted(_))
-            && trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
+        rescan_abort: matches!(o, Outcome::Aborted(_)) && trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
     }
 }
 

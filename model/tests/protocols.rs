@@ -105,20 +105,14 @@ fn b_v2_finds_lost_tlb_flush_split() {
     // flushed.
     expect_violation(
         INV_LOST_FLUSH,
-        Config::new(Protocol::HughV2, true, true)
-            .actor(UFFD)
-            .actor(PML),
+        Config::new(Protocol::HughV2, true, true).actor(UFFD).actor(PML),
     );
 }
 
 #[test]
 fn b_v2_nonsplit_uffd_holds() {
     // ptl == pml: no trylock, ptl never dropped, no window, no rescan.
-    expect_holds(
-        Config::new(Protocol::HughV2, false, true)
-            .actor(UFFD)
-            .actor(GUARD),
-    );
+    expect_holds(Config::new(Protocol::HughV2, false, true).actor(UFFD).actor(GUARD));
 }
 
 #[test]
@@ -126,9 +120,7 @@ fn b_v2_finds_lost_guard_marker_nonuffd_split() {
     // v2 rescans only for uffd-armed private VMAs.
     expect_violation(
         INV_LOST_ENTRY,
-        Config::new(Protocol::HughV2, true, false)
-            .actor(GUARD)
-            .actor(PML),
+        Config::new(Protocol::HughV2, true, false).actor(GUARD).actor(PML),
     );
 }
 
@@ -174,11 +166,7 @@ fn c_upstream_nonuffd_reclaim_split_holds() {
     // recheck catches it.  (Guard markers on non-uffd VMAs are the separate
     // tests below; no other actor fills a pte_none slot of a non-uffd VMA
     // while collapse holds the folio lock.)
-    let st = expect_holds(
-        Config::new(Protocol::Upstream73, true, false)
-            .actor(RECLAIM)
-            .actor(PML),
-    );
+    let st = expect_holds(Config::new(Protocol::Upstream73, true, false).actor(RECLAIM).actor(PML));
     assert!(
         st.table_reclaimed > 0 && st.outcomes.contains("Aborted(step 4: pmd changed)"),
         "{st:?}"
@@ -262,11 +250,7 @@ fn d_ours_nonuffd_split_holds() {
     cfg.min_preemptions = Some(3);
     let st = expect_holds(cfg);
     assert!(st.trylock_failed > 0 && st.rescan_abort > 0, "{st:?}");
-    assert!(
-        st.outcomes
-            .contains("Aborted(pmd_same failed after relock)"),
-        "{st:?}"
-    );
+    assert!(st.outcomes.contains("Aborted(pmd_same failed after relock)"), "{st:?}");
 }
 
 #[test]
@@ -283,16 +267,10 @@ fn d_ours_nonuffd_nonsplit_holds() {
 fn d_ours_reclaim_in_fallback_window_split_holds() {
     // Smallest model of PT_RECLAIM freeing the table while collapse dropped
     // ptl to take pml (bound 3 needed, see README).
-    let mut cfg = Config::new(Protocol::Ours, true, false)
-        .actor(PML)
-        .actor(RECLAIM);
+    let mut cfg = Config::new(Protocol::Ours, true, false).actor(PML).actor(RECLAIM);
     cfg.min_preemptions = Some(3);
     let st = expect_holds(cfg);
-    assert!(
-        st.outcomes
-            .contains("Aborted(pmd_same failed after relock)"),
-        "{st:?}"
-    );
+    assert!(st.outcomes.contains("Aborted(pmd_same failed after relock)"), "{st:?}");
 }
 
 #[test]
@@ -332,8 +310,5 @@ fn naive_nested_finds_deadlock_split() {
 fn ours_without_same_lock_skip_finds_deadlock_nonsplit() {
     // With SPLIT_PTE_PTLOCKS off, ptl == pml: spin_trylock() of the lock we
     // hold always fails, and the fallback then spins on it forever.
-    expect_violation(
-        LOOM_DEADLOCK,
-        Config::new(Protocol::OursNoSameLockSkip, false, false),
-    );
+    expect_violation(LOOM_DEADLOCK, Config::new(Protocol::OursNoSameLockSkip, false, false));
 }
