@@ -468,4 +468,24 @@ mod tests {
         assert_eq!(s.iter().map(|s| s.line).collect::<Vec<_>>(), [4, 5, 6]);
         assert!(splats(CONSOLE).is_empty());
     }
+
+    /// A real run of the series with the switch: Rust, Rust forced to
+    /// relock, and C blocks, each followed by a counter read.
+    #[test]
+    fn real_run_with_three_implementations() {
+        let log = include_str!("../tests/fixtures/tests-series-ab-default.log");
+        let impls = [ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::C];
+        let v = judge(log, CONSOLE, &[], 2, false, &impls);
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert_eq!(v.counters.len(), 4);
+        assert_eq!(v.counters[0].0, "boot");
+        assert!(v.counters[2].1["rust_relocks"] > 0);
+        assert!(v.counters[3].1["c_collapsed"] > 0);
+        assert!(v.cases.iter().all(|c| !c.name.starts_with(ab::STATS_PREFIX)));
+        assert_eq!(v.cases.len(), 6 + 7 + 7);
+        assert!(v.cases.iter().all(|c| c.problems.is_empty()));
+        // The same log judged as if the C block had been Rust: caught.
+        let wrong = [ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::Rust];
+        assert!(!judge(log, CONSOLE, &[], 2, false, &wrong).problems.is_empty());
+    }
 }
