@@ -95,16 +95,27 @@ pub fn mismatches(fragments: &[(String, String)], config: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = variant.fragments().iter().map(|f| layout.configs().join(f)).collect();
-    v.insert(4, tree.join("tools/testing/selftests/mm/config"));
+/// The fragments for `variant`, with the tree's selftests config before `series.config`.
+/// Without the series (the negative control) `series.config` is left out: its symbols do not
+/// exist there.
+pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant, with_series: bool) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for f in variant.fragments() {
+        if f == "series.config" {
+            v.push(tree.join("tools/testing/selftests/mm/config"));
+            if !with_series {
+                continue;
+            }
+        }
+        v.push(layout.configs().join(f));
+    }
     v
 }
 
 /// Configure `build` for `variant` and check the result.
-pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -> Result<()> {
+pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant, with_series: bool) -> Result<()> {
     fs::create_dir_all(build)?;
-    let frags = fragment_paths(layout, tree, variant);
+    let frags = fragment_paths(layout, tree, variant, with_series);
     let make = |target: &str| {
         let mut c = Command::new("make");
         c.arg("-C")
@@ -162,6 +173,35 @@ pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_control_kernel_gets_no_series_options() {
+        let layout = crate::layout::Layout {
+            repo: "/r".into(),
+            cache: "/c".into(),
+        };
+        let tree = std::path::Path::new("/t");
+        let names = |with| -> Vec<String> {
+            super::fragment_paths(&layout, tree, super::Variant::SharedPtl, with)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(true),
+            [
+                "/r/configs/guest.config",
+                "/r/configs/mm.config",
+                "/r/configs/rust.config",
+                "/r/configs/debug.config",
+                "/t/tools/testing/selftests/mm/config",
+                "/r/configs/series.config",
+                "/r/configs/shared-ptl.config"
+            ]
+        );
+        assert!(!names(false).iter().any(|n| n.ends_with("series.config")));
+        assert_eq!(names(false).len(), 6);
+    }
+
     use super::*;
 
     #[test]

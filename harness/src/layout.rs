@@ -41,6 +41,10 @@ impl Layout {
     pub fn work_tree(&self) -> PathBuf {
         self.repo.join("work/linux")
     }
+    /// The negative control's tree (base + patches/broken), also ignored.
+    pub fn broken_tree(&self) -> PathBuf {
+        self.repo.join("work/linux-broken")
+    }
     /// Per-run results: console logs and JSON verdicts.
     pub fn runs(&self) -> PathBuf {
         self.repo.join("work/runs")

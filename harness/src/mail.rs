@@ -663,29 +663,55 @@ fn build_check(layout: &Layout, tree: &Path, commits: &[String]) -> Result<()> {
     fs::create_dir_all(&bdir)?;
     let default_cfg = layout.build_dir("default").join(".config");
     let mine = bdir.join(".config");
+    // The configuration of the whole series, copied back before every patch's olddefconfig:
+    // olddefconfig drops the symbols a patch does not know yet, and they must come back on
+    // with the patch that adds them.
+    let full = bdir.join("series.config.full");
+    let series_frag = fs::read_to_string(layout.configs().join("series.config"))?;
+    let n = commits.len();
     let res = (|| -> Result<()> {
-        cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", &commits[0]]))?;
+        cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", &commits[n - 1]]))?;
         if default_cfg.is_file() {
-            if fs::read(&default_cfg).ok() != fs::read(&mine).ok() {
-                fs::copy(&default_cfg, &mine)?;
-            }
+            fs::copy(&default_cfg, &full)?;
         } else {
-            config::configure(layout, tree, &bdir, config::Variant::Default)?;
+            config::configure(layout, tree, &bdir, config::Variant::Default, true)?;
+            fs::copy(&mine, &full)?;
         }
-        let n = commits.len();
         for (i, c) in commits.iter().enumerate() {
             cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", c]))?;
             let subject = cmd::output(&mut cmd::git(tree, ["log", "-1", "--format=%s", c]))?
                 .trim()
                 .to_string();
+            if fs::read(&full)? != fs::read(&mine).unwrap_or_default() {
+                fs::copy(&full, &mine)?;
+            }
             cmd::output(build::make(layout, tree, &bdir).arg("olddefconfig"))?;
-            let cfg = config::parse(&fs::read_to_string(&mine)?);
+            let text = fs::read_to_string(&mine)?;
+            let cfg = config::parse(&text);
             if cfg.get("CONFIG_RUST").cloned().flatten().as_deref() != Some("y") {
                 bail!(
                     "CONFIG_RUST is off in {} after patch {}/{n} \"{subject}\"",
                     mine.display(),
                     i + 1
                 );
+            }
+            let on: Vec<String> = config::parse(&series_frag)
+                .into_keys()
+                .filter(|k| cfg.get(k).cloned().flatten().is_some())
+                .collect();
+            eprintln!(
+                "  patch {}/{n}: series options on: {}",
+                i + 1,
+                if on.is_empty() { "none".into() } else { on.join(" ") }
+            );
+            if i + 1 == n {
+                let bad = config::mismatches(&[("configs/series.config".into(), series_frag.clone())], &text);
+                if !bad.is_empty() {
+                    bail!(
+                        "the series' options are not all on at the last patch:\n  {}",
+                        bad.join("\n  ")
+                    );
+                }
             }
             let last = i + 1 == n;
             let mut make = build::make(layout, tree, &bdir);
@@ -719,12 +745,27 @@ fn build_check(layout: &Layout, tree: &Path, commits: &[String]) -> Result<()> {
             None,
         )
         .context("`make rustfmtcheck` fails on the series")?;
+        let log = bdir.join("rustdoc.log");
+        cmd::logged("rustdoc", build::make(layout, tree, &bdir).arg("rustdoc"), &log, None)
+            .context("`make rustdoc` fails on the series")?;
+        let warnings: Vec<String> = fs::read_to_string(&log)?
+            .lines()
+            .filter(|l| l.starts_with("warning") || l.starts_with("error"))
+            .map(String::from)
+            .collect();
+        if !warnings.is_empty() {
+            bail!(
+                "rustdoc on the series ({}):\n  {}",
+                log.display(),
+                warnings.join("\n  ")
+            );
+        }
         Ok(())
     })();
     cmd::output(&mut cmd::git(tree, ["checkout", "-q", "mail"]))?;
     res?;
     eprintln!(
-        "  build check: all {} patch(es) build in turn with Rust on; clippy and rustfmtcheck clean",
+        "  build check: all {} patch(es) build in turn with Rust on; clippy, rustfmtcheck and rustdoc clean",
         commits.len()
     );
     Ok(())

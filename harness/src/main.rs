@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod cmd;
 mod config;
+mod control;
 mod guest;
 mod ktap;
 mod layout;
@@ -68,6 +69,10 @@ enum Command {
     /// Benchmark the C and Rust try_collapse_pte_mapped_thp() in one boot
     /// (guest/bench/collapse_bench.c, alternating rounds via the debugfs switch).
     Bench(bench::BenchOpts),
+    /// Negative control: build the broken kernel (patches/broken: the 2023
+    /// window re-opened), run the race selftest on it, and succeed only if
+    /// the selftest catches the bug.
+    Control(control::Opts),
 }
 
 #[derive(Args, Clone)]
@@ -75,6 +80,9 @@ struct BuildOpts {
     /// Lock/debug configuration.
     #[arg(long = "config", value_enum, default_value = "default")]
     variant: Variant,
+    /// Which kernel: the series, or the broken negative control.
+    #[arg(long, value_enum, default_value = "series")]
+    kernel: series::Kernel,
     /// Discard work-tree changes that are not in patches/.
     #[arg(long)]
     force: bool,
@@ -105,6 +113,12 @@ struct RunOpts {
     /// Arguments for the race selftests (e.g. `-s 60 -n 100000`).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     race_args: String,
+    /// Run only the race selftests, not the khugepaged cases.
+    #[arg(long, conflicts_with = "no_khugepaged")]
+    race_only: bool,
+    /// Shell command run before each race selftest (e.g. to set a debugfs knob).
+    #[arg(long, default_value = "")]
+    race_prefix: String,
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     append: String,
@@ -126,7 +140,8 @@ fn main() {
             }),
         Command::Export => export(&layout),
         Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
-        Command::Run(o) => run(&layout, &o).and_then(|ok| if ok { Ok(()) } else { bail!("the run failed") }),
+        Command::Run(o) => run(&layout, &o).and_then(|(v, _)| if v.ok() { Ok(()) } else { bail!("the run failed") }),
+        Command::Control(o) => control::run(&layout, &o),
         Command::Test { variants, accel } => test(&layout, &variants, accel),
         Command::Bench(o) => bench::run(&layout, &o).and_then(|ok| {
             if ok {
@@ -180,27 +195,40 @@ fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<(PathB
         Ok(())
     })?;
     timed(stages, "unpack", || base::ensure(layout))?;
-    let tree = timed(stages, "apply", || series::apply(layout, !o.mailed_only, o.force))?;
+    let with_series = o.kernel == series::Kernel::Series;
+    let tree = timed(stages, "apply", || {
+        if with_series {
+            series::apply(layout, !o.mailed_only, o.force)
+        } else {
+            series::apply_broken(layout)
+        }
+    })?;
     toolchain::check(layout, &tree)?;
-    let build = layout.build_dir(o.variant.name());
+    let build = layout.build_dir(&if with_series {
+        o.variant.name().to_string()
+    } else {
+        format!("broken-{}", o.variant.name())
+    });
     timed(stages, "configure", || {
         toolchain::rust_available(layout, &tree, &build)?;
-        config::configure(layout, &tree, &build, o.variant)
+        config::configure(layout, &tree, &build, o.variant, with_series)
     })?;
     let (image, _) = timed(stages, "build", || build::kernel(layout, &tree, &build))?;
     Ok((tree, build, image))
 }
 
-fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
+/// One guest run; returns its verdict and the directory of its logs.
+fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
     let mut stages = Stages::new();
     let (tree, build, image) = prepare(layout, &o.build, &mut stages)?;
     let run_vmtests = std::fs::read_to_string(tree.join("tools/testing/selftests/mm/run_vmtests.sh"))?;
-    let mut cases = if o.no_khugepaged {
-        Vec::new()
-    } else {
+    let khugepaged = !o.no_khugepaged && !o.race_only;
+    let mut cases = if khugepaged {
         guest::khugepaged_cases(&run_vmtests)
+    } else {
+        Vec::new()
     };
-    if !o.no_khugepaged && cases.len() != 6 {
+    if khugepaged && cases.len() != 6 {
         bail!(
             "expected the six khugepaged invocations in run_vmtests.sh, found {}",
             cases.len()
@@ -211,25 +239,45 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     } else {
         guest::race_cases(&run_vmtests, &o.race_args)
     };
-    let mut programs: Vec<&str> = if o.no_khugepaged {
-        Vec::new()
+    if o.race_only && races.is_empty() {
+        bail!(
+            "--race-only, but run_vmtests.sh in {} lists no race selftest",
+            tree.display()
+        );
+    }
+    let mut programs: Vec<String> = if khugepaged {
+        vec!["khugepaged".to_string()]
     } else {
-        vec!["khugepaged"]
+        Vec::new()
     };
     programs.extend(
         races
             .iter()
             .filter_map(|c| c.command.split_whitespace().next())
-            .map(|p| p.trim_start_matches("./")),
+            .map(|p| p.trim_start_matches("./").to_string()),
     );
-    cases.extend(races.iter().cloned());
+    cases.extend(races.iter().cloned().map(|mut c| {
+        if !o.race_prefix.is_empty() {
+            c.command = format!("{} && {}", o.race_prefix, c.command);
+        }
+        c
+    }));
+    let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
     let (bins, _) = timed(&mut stages, "selftests", || {
         build::selftests(layout, &tree, &build, &programs)
     })?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let dir = layout.runs().join(format!("{stamp}-{}", o.build.variant.name()));
+    let dir = layout.runs().join(format!(
+        "{stamp}-{}{}",
+        if o.build.kernel == series::Kernel::Broken {
+            "broken-"
+        } else {
+            ""
+        },
+        o.build.variant.name()
+    ));
     std::fs::create_dir_all(&dir)?;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     for p in &programs {
@@ -253,12 +301,15 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     // The C/Rust switch exists when the series' option is on and the local
     // stack (which adds the switch) is applied.
     let dot_config = std::fs::read_to_string(build.join(".config"))?;
-    let impls: Vec<ab::Impl> =
-        if !o.build.mailed_only && !o.no_khugepaged && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") {
-            o.impls.clone()
-        } else {
-            Vec::new()
-        };
+    let impls: Vec<ab::Impl> = if o.build.kernel == series::Kernel::Series
+        && !o.build.mailed_only
+        && !o.no_khugepaged
+        && dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y")
+    {
+        o.impls.clone()
+    } else {
+        Vec::new()
+    };
     if !impls.is_empty() {
         cases = ab::blocks(&cases, &impls);
     }
@@ -308,10 +359,11 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
     let text = verdict::render(&v);
     std::fs::write(dir.join("verdict.txt"), &text)?;
     let json = serde_json::json!({
+        "kernel": o.build.kernel,
         "config": o.build.variant,
         "impls": impls,
         "accel": accel,
-        "kernel": image,
+        "image": image,
         "build_dir": build,
         "stages_seconds": stages.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "boot": outcome,
@@ -333,7 +385,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<bool> {
         boot.console.display(),
         dir.join("result.json").display()
     );
-    Ok(v.ok())
+    Ok((v, dir))
 }
 
 fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()> {
@@ -355,6 +407,7 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
         let o = RunOpts {
             build: BuildOpts {
                 variant: v,
+                kernel: series::Kernel::Series,
                 force: false,
                 mailed_only: false,
             },
@@ -364,14 +417,27 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
             no_khugepaged: false,
             append: String::new(),
             race_args: String::new(),
+            race_only: false,
+            race_prefix: String::new(),
             impls: vec![ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::C],
             command: Vec::new(),
         };
-        match run(layout, &o) {
+        match run(layout, &o).map(|(v, _)| v.ok()) {
             Ok(true) => {}
             Ok(false) => failed.push(format!("guest run {}: see its verdict above", v.name())),
             Err(e) => failed.push(format!("guest run {}: {e:#}", v.name())),
         }
+    }
+    eprintln!("== negative control: the race selftest must fail on the broken kernel (patches/broken)");
+    let control = control::Opts {
+        variant: Variant::Default,
+        delay_us: 0,
+        race_args: String::new(),
+        accel,
+        timeout: 600,
+    };
+    if let Err(e) = control::run(layout, &control) {
+        failed.push(format!("negative control: {e:#}"));
     }
     if !failed.is_empty() {
         bail!("test suite failed:\n  {}", failed.join("\n  "));

@@ -84,9 +84,82 @@ pub fn local(layout: &Layout) -> Result<Stack> {
     Stack::load(&layout.patches().join("local"))
 }
 
+/// Which kernel to build from the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernel {
+    /// The series (`patches/series`, and `patches/local/series` unless --mailed-only), in work/linux.
+    Series,
+    /// The negative control, in work/linux-broken: the base with `patches/broken/series` (the
+    /// 2023 window re-opened) and the series' selftest-only patches, so that the race
+    /// selftest can run on it.
+    Broken,
+}
+
+pub fn broken(layout: &Layout) -> Result<Stack> {
+    Stack::load(&layout.patches().join("broken"))
+}
+
+/// The files a patch touches (`diff --git a/X b/X` lines).
+pub fn touched_files(patch: &str) -> Vec<String> {
+    patch
+        .lines()
+        .filter_map(|l| l.strip_prefix("diff --git a/"))
+        .filter_map(|l| l.split_once(" b/").map(|(a, _)| a.to_string()))
+        .collect()
+}
+
+/// The patches of `stack` that only touch tools/testing/selftests/.
+pub fn selftest_only(stack: &Stack) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in stack.paths() {
+        let text = fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+        let files = touched_files(&text);
+        if !files.is_empty() && files.iter().all(|f| f.starts_with("tools/testing/selftests/")) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Apply the negative control's patches to work/linux-broken. The tree is derived, never
+/// edited: it is re-made from the base whenever the patches changed.
+pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
+    let wt = ensure_tree(layout, &layout.broken_tree())?;
+    let mut patches = selftest_only(&mailed(layout)?)?;
+    let broken = broken(layout)?;
+    if broken.patches.is_empty() {
+        bail!("{}/series lists no patch", broken.dir.display());
+    }
+    patches.extend(broken.paths());
+    let mut key = String::new();
+    for p in &patches {
+        key.push_str(&fs::read_to_string(p).with_context(|| p.display().to_string())?);
+    }
+    let stamp = wt.join(".git/khrs-applied");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) && is_clean(&wt)? {
+        return Ok(wt);
+    }
+    cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
+    cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-f", "-B", "broken", BASE_TAG]))?;
+    cmd::output(&mut cmd::git(&wt, ["clean", "-q", "-fdx"]))?;
+    for p in &patches {
+        if let Err(e) = cmd::output(cmd::git(&wt, ["am", "-q", "--keep-cr"]).arg(p)) {
+            cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
+            bail!("patch {} does not apply to {BASE_TAG}:\n{e:#}", p.display());
+        }
+    }
+    fs::write(&stamp, key)?;
+    Ok(wt)
+}
+
 /// Make sure the work tree exists: a clone of the base repository.
 pub fn ensure_work_tree(layout: &Layout) -> Result<PathBuf> {
-    let wt = layout.work_tree();
+    ensure_tree(layout, &layout.work_tree())
+}
+
+fn ensure_tree(layout: &Layout, wt: &Path) -> Result<PathBuf> {
+    let wt = wt.to_path_buf();
     if !wt.join(".git").exists() {
         fs::create_dir_all(wt.parent().expect("work tree has a parent"))?;
         cmd::output(

@@ -1,0 +1,190 @@
+//! The negative control: a race selftest only proves something if it fails on a kernel with
+//! the bug it was written for. `cargo harness control` builds `--kernel broken` (the base with
+//! patches/broken: the early pmd_lock() for userfaultfd-armed private VMAs removed, so the PTE
+//! lock is dropped between clearing the PTEs and removing the table, as before the 2023 fix),
+//! runs the race selftest alone there, and succeeds only if the UFFDIO_COPY and UFFDIO_ZEROPAGE
+//! variants fail by one of the test's own checks, naming the round.
+
+use anyhow::{bail, Result};
+
+use crate::config::Variant;
+use crate::guest::Accel;
+use crate::ktap::Status;
+use crate::layout::Layout;
+use crate::verdict::{self, Verdict};
+use crate::{series, BuildOpts, RunOpts};
+
+#[derive(clap::Args, Clone)]
+pub struct Opts {
+    /// Lock/debug configuration.
+    #[arg(long = "config", value_enum, default_value = "default")]
+    pub variant: Variant,
+    /// Microseconds to wait inside the re-opened window
+    /// (/sys/kernel/debug/khugepaged_race_delay_us); 0 leaves it at its natural width.
+    #[arg(long, default_value_t = 0)]
+    pub delay_us: u32,
+    /// Arguments for the race selftest (e.g. `-s 20`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub race_args: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: Accel,
+    /// Hard limit for the guest, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// The race selftest's program.
+pub const PROGRAM: &str = "collapse_retract_race";
+
+/// The tests the broken kernel must fail: the races whose window patches/broken re-opens.
+pub const MUST_FAIL: &[&str] = &["collapse_race.uffd_copy.race", "collapse_race.uffd_zeropage.race"];
+
+/// The knob patches/broken adds.
+pub const DELAY_KNOB: &str = "/sys/kernel/debug/khugepaged_race_delay_us";
+
+pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
+    let ro = RunOpts {
+        build: BuildOpts {
+            variant: o.variant,
+            kernel: series::Kernel::Broken,
+            force: false,
+            mailed_only: true,
+        },
+        accel: o.accel,
+        timeout: o.timeout,
+        files: Vec::new(),
+        no_khugepaged: false,
+        race_only: true,
+        race_args: o.race_args.clone(),
+        race_prefix: format!("echo {} > {DELAY_KNOB}", o.delay_us),
+        impls: Vec::new(),
+        append: String::new(),
+        command: Vec::new(),
+    };
+    let (v, dir) = crate::run(layout, &ro)?;
+    let tests_log = std::fs::read_to_string(dir.join("tests.log"))?;
+    let caught = judge(&v, &tests_log)?;
+    println!(
+        "negative control (broken kernel, {} µs delay): the race selftest caught the bug",
+        o.delay_us
+    );
+    for line in &caught {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// What one test of the race selftest did on the broken kernel.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub test: String,
+    pub status: Status,
+    /// The round of the first failed check, from the test's `round N` log line.
+    pub round: Option<u64>,
+}
+
+/// The tests of the race selftest's section of `tests_log`, with the round each failed at.
+pub fn outcomes(tests_log: &str) -> Vec<Outcome> {
+    let (_, _, sections) = verdict::split_sections(tests_log);
+    let Some(section) = sections
+        .iter()
+        .find(|s| s.name.split_whitespace().next() == Some(PROGRAM))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut round = None;
+    for line in &section.lines {
+        if let Some(t) = crate::ktap::parse_result(line) {
+            out.push(Outcome {
+                test: t.name,
+                status: t.status,
+                round: round.take(),
+            });
+        } else if line.contains("RUN ") {
+            round = None;
+        } else if round.is_none() {
+            round = first_round(line);
+        }
+    }
+    out
+}
+
+/// `# collapse_retract_race.c:643:race:round 21: UFFDIO_COPY: …` -> 21.
+fn first_round(line: &str) -> Option<u64> {
+    let rest = &line[line.find(":round ")? + ":round ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Succeeds only if the run completed and every test in [`MUST_FAIL`] failed by a check of the
+/// test. Returns one line per test of the selftest, and the kernel's reports, for the record.
+pub fn judge(v: &Verdict, tests_log: &str) -> Result<Vec<String>> {
+    if !v.problems.is_empty() {
+        bail!(
+            "the control run did not complete, so it proves nothing:\n  {}",
+            v.problems.join("\n  ")
+        );
+    }
+    let outcomes = outcomes(tests_log);
+    if outcomes.is_empty() {
+        bail!("no KTAP result from {PROGRAM} in the control run");
+    }
+    let mut lines = Vec::new();
+    let mut missed = Vec::new();
+    for &name in MUST_FAIL {
+        match outcomes.iter().find(|o| o.test == name) {
+            Some(Outcome {
+                status: Status::Fail,
+                round: Some(_),
+                ..
+            }) => {}
+            Some(Outcome {
+                status: Status::Fail,
+                round: None,
+                ..
+            }) => missed.push(format!("{name} failed, but not by a per-round check (setup error?)")),
+            Some(o) => missed.push(format!("{name}: {:?} on the broken kernel", o.status)),
+            None => missed.push(format!("{name} did not run")),
+        }
+    }
+    for o in &outcomes {
+        lines.push(match (o.status, o.round) {
+            (Status::Fail, Some(r)) => format!("{}: FAILED at round {r}", o.test),
+            (s, _) => format!("{}: {s:?}", o.test),
+        });
+    }
+    for s in &v.splats {
+        lines.push(format!("kernel: {}", s.text));
+    }
+    if !missed.is_empty() {
+        bail!(
+            "the race selftest did not catch the re-opened window on the broken kernel:\n  {}\n{}",
+            missed.join("\n  "),
+            lines.join("\n")
+        );
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_round() {
+        assert_eq!(
+            first_round("# collapse_retract_race.c:643:race:round 21: UFFDIO_COPY: x"),
+            Some(21)
+        );
+        assert_eq!(
+            first_round("# collapse_retract_race.c:652:race:round 7 (start): collapse ok"),
+            Some(7)
+        );
+        assert_eq!(
+            first_round("# racing UFFDIO_COPY against MADV_COLLAPSE: up to 20000 rounds"),
+            None
+        );
+        assert_eq!(first_round("# 1150 rounds in 10.0 s, per round 3697 us setup"), None);
+    }
+}
