@@ -171,6 +171,58 @@ pub fn judge(v: &Verdict, tests_log: &str) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    /// tests.log of `cargo harness control` on 2026-11-26 (broken kernel, no delay).
+    const CAUGHT: &str = include_str!("../tests/fixtures/tests-broken-control.log");
+
+    fn verdict_of(log: &str) -> Verdict {
+        verdict::judge(log, "", &[PROGRAM.to_string()], 2, false, &[])
+    }
+
+    #[test]
+    fn a_caught_race_passes_the_control() {
+        let o = outcomes(CAUGHT);
+        let rounds: Vec<_> = o.iter().map(|o| (o.test.as_str(), o.status, o.round)).collect();
+        assert_eq!(
+            rounds,
+            [
+                ("collapse_race.uffd_copy.race", Status::Fail, Some(3)),
+                ("collapse_race.uffd_zeropage.race", Status::Fail, Some(1)),
+                ("collapse_race.guard_install.race", Status::Fail, Some(1)),
+            ]
+        );
+        let lines = judge(&verdict_of(CAUGHT), CAUGHT).expect("the control must pass");
+        assert_eq!(lines[0], "collapse_race.uffd_copy.race: FAILED at round 3");
+    }
+
+    #[test]
+    fn a_passing_selftest_fails_the_control() {
+        let passed: String = CAUGHT
+            .lines()
+            .filter(|l| !l.contains(":round "))
+            .map(|l| l.replacen("not ok", "ok", 1) + "\n")
+            .collect();
+        let e = judge(&verdict_of(&passed), &passed).unwrap_err().to_string();
+        assert!(e.contains("did not catch"), "{e}");
+        assert!(e.contains("collapse_race.uffd_copy.race: Pass"), "{e}");
+    }
+
+    #[test]
+    fn a_failure_without_a_round_is_not_a_catch() {
+        let setup_error: String = CAUGHT
+            .lines()
+            .filter(|l| !l.contains("round 3"))
+            .map(|l| l.to_string() + "\n")
+            .collect();
+        let e = judge(&verdict_of(&setup_error), &setup_error).unwrap_err().to_string();
+        assert!(e.contains("uffd_copy.race failed, but not by a per-round check"), "{e}");
+    }
+
+    #[test]
+    fn an_unfinished_run_proves_nothing() {
+        let v = verdict::judge(CAUGHT, "", &[PROGRAM.to_string()], 2, true, &[]);
+        assert!(judge(&v, CAUGHT).unwrap_err().to_string().contains("did not complete"));
+    }
+
     #[test]
     fn finds_the_round() {
         assert_eq!(

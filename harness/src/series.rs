@@ -91,7 +91,7 @@ pub enum Kernel {
     /// The series (`patches/series`, and `patches/local/series` unless --mailed-only), in work/linux.
     Series,
     /// The negative control, in work/linux-broken: the base with `patches/broken/series` (the
-    /// 2023 window re-opened) and the series' selftest-only patches, so that the race
+    /// 2023 window re-opened) and the selftest parts of the series, so that the race
     /// selftest can run on it.
     Broken,
 }
@@ -109,13 +109,15 @@ pub fn touched_files(patch: &str) -> Vec<String> {
         .collect()
 }
 
-/// The patches of `stack` that only touch tools/testing/selftests/.
-pub fn selftest_only(stack: &Stack) -> Result<Vec<PathBuf>> {
+/// Where the selftests live: the part of the series the negative control takes.
+pub const SELFTESTS: &str = "tools/testing/selftests/";
+
+/// The patches of `stack` that touch the selftests.
+pub fn touching_selftests(stack: &Stack) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in stack.paths() {
         let text = fs::read_to_string(&p).with_context(|| p.display().to_string())?;
-        let files = touched_files(&text);
-        if !files.is_empty() && files.iter().all(|f| f.starts_with("tools/testing/selftests/")) {
+        if touched_files(&text).iter().any(|f| f.starts_with(SELFTESTS)) {
             out.push(p);
         }
     }
@@ -126,11 +128,12 @@ pub fn selftest_only(stack: &Stack) -> Result<Vec<PathBuf>> {
 /// edited: it is re-made from the base whenever the patches changed.
 pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
     let wt = ensure_tree(layout, &layout.broken_tree())?;
-    let mut patches = selftest_only(&mailed(layout)?)?;
+    let tests = touching_selftests(&mailed(layout)?)?;
     let broken = broken(layout)?;
     if broken.patches.is_empty() {
         bail!("{}/series lists no patch", broken.dir.display());
     }
+    let mut patches = tests.clone();
     patches.extend(broken.paths());
     let mut key = String::new();
     for p in &patches {
@@ -144,7 +147,14 @@ pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
     cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-f", "-B", "broken", BASE_TAG]))?;
     cmd::output(&mut cmd::git(&wt, ["clean", "-q", "-fdx"]))?;
     for p in &patches {
-        if let Err(e) = cmd::output(cmd::git(&wt, ["am", "-q", "--keep-cr"]).arg(p)) {
+        // Only the selftest part of a series patch (its MAINTAINERS or docs hunks may need the
+        // patches left out).
+        let include = format!("--include={SELFTESTS}*");
+        let mut am = cmd::git(&wt, ["am", "-q", "--keep-cr"]);
+        if tests.contains(p) {
+            am.arg(&include);
+        }
+        if let Err(e) = cmd::output(am.arg(p)) {
             cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
             bail!("patch {} does not apply to {BASE_TAG}:\n{e:#}", p.display());
         }
