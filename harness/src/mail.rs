@@ -574,8 +574,12 @@ pub fn checkpatch_totals(out: &str) -> Option<(u32, u32, u32)> {
 }
 
 fn checkpatch(tree: &Path, patch: &Path, dict: &Path) -> Result<()> {
+    // checkpatch runs scripts/spdxcheck.py with the first python3 on PATH; Debian's has the
+    // modules it needs (python3-ply, python3-git), a pyenv or venv one may not.
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
     let out = Command::new("perl")
         .current_dir(tree)
+        .env("PATH", path)
         .arg("scripts/checkpatch.pl")
         .args(["--strict", "--codespell", "--codespellfile"])
         .arg(dict)
@@ -588,6 +592,9 @@ fn checkpatch(tree: &Path, patch: &Path, dict: &Path) -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if text.contains("Traceback (most recent call last)") {
+        bail!("a checker run by checkpatch crashed, so its result does not count:\n{}", text.trim_end());
+    }
     match checkpatch_totals(&text) {
         Some((0, 0, 0)) if out.status.success() => Ok(()),
         Some((e, w, c)) => bail!(
