@@ -463,7 +463,7 @@ pub fn render(r: &Results, mode: &str) -> String {
     }
     let _ = writeln!(
         s,
-        "\nRust/C ratios (latency median, p99; per-round median ratio range; pml hold median, p99):"
+        "\nRust/C ratios (latency median, p99, mean; per-round median ratio range; pml hold median, p99):"
     );
     for &case in CASES {
         let Some(by) = r.pooled.get(case) else { continue };
@@ -487,10 +487,11 @@ pub fn render(r: &Results, mode: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<15} latency {} {}  rounds {}  pml {} {}",
+            "{:<15} latency {} {} {}  rounds {}  pml {} {}",
             case,
             ratio_str(lc.zip(lr).and_then(|(c, r)| ratio(r.median, c.median))),
             ratio_str(lc.zip(lr).and_then(|(c, r)| ratio(r.p99, c.p99))),
+            ratio_str(lc.zip(lr).and_then(|(c, r)| (c.mean > 0.0).then(|| r.mean / c.mean))),
             range,
             ratio_str(hc.zip(hr).and_then(|(c, r)| ratio(r.median, c.median))),
             ratio_str(hc.zip(hr).and_then(|(c, r)| ratio(r.p99, c.p99))),

@@ -593,7 +593,10 @@ fn checkpatch(tree: &Path, patch: &Path, dict: &Path) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     if text.contains("Traceback (most recent call last)") {
-        bail!("a checker run by checkpatch crashed, so its result does not count:\n{}", text.trim_end());
+        bail!(
+            "a checker run by checkpatch crashed, so its result does not count:\n{}",
+            text.trim_end()
+        );
     }
     match checkpatch_totals(&text) {
         Some((0, 0, 0)) if out.status.success() => Ok(()),
