@@ -1,7 +1,7 @@
 //! kbuild: the kernel image and the mm selftests, from the same tree, with
 //! `O=` outside the clone and ccache.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -25,15 +25,69 @@ pub fn make(layout: &Layout, tree: &Path, build: &Path) -> Command {
     c
 }
 
-/// Build bzImage; returns its path.
+/// Build bzImage; returns its path. The base builds without a single compiler warning in the
+/// configurations here, so a warning (rustc's or clang's, in what this build recompiled) is
+/// an error: kbuild does not stop on it and a reviewer's build would show it.
 pub fn kernel(layout: &Layout, tree: &Path, build: &Path) -> Result<(PathBuf, Duration)> {
-    let took = cmd::logged(
-        "build kernel",
-        make(layout, tree, build).arg("bzImage"),
-        &build.join("build.log"),
-        None,
-    )?;
+    let log = build.join("build.log");
+    let took = cmd::logged("build kernel", make(layout, tree, build).arg("bzImage"), &log, None)?;
+    let warned = warnings(&std::fs::read_to_string(&log).unwrap_or_default());
+    if !warned.is_empty() {
+        bail!(
+            "the kernel built, but with {} compiler warning(s) (full log {}):\n  {}",
+            warned.len(),
+            log.display(),
+            warned.join("\n  ")
+        );
+    }
     Ok((build.join("arch/x86/boot/bzImage"), took))
+}
+
+/// Compiler warnings in a kbuild log, each with the location rustc prints on the next lines.
+pub fn warnings(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(rest) = l.strip_prefix("warning: ") {
+            if rest.ends_with("warnings emitted") || rest.ends_with("warning emitted") {
+                continue;
+            }
+            let at = lines[i + 1..]
+                .iter()
+                .take(3)
+                .find_map(|n| n.trim_start().strip_prefix("--> "))
+                .unwrap_or("?");
+            out.push(format!("{at}: {rest}"));
+        } else if l.contains(": warning: ") {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_rustc_and_clang_warnings() {
+        let log = "  CLIPPY L rust/kernel.o
+warning: unnecessary `unsafe` block
+   --> /t/rust/kernel/kunit.rs:73:30
+    |
+warning: 12 warnings emitted
+
+  CC      mm/khugepaged.o
+/t/mm/khugepaged.c:12:5: warning: unused variable 'x' [-Wunused-variable]
+  LD      vmlinux
+";
+        assert_eq!(
+            super::warnings(log),
+            [
+                "/t/rust/kernel/kunit.rs:73:30: unnecessary `unsafe` block",
+                "/t/mm/khugepaged.c:12:5: warning: unused variable 'x' [-Wunused-variable]"
+            ]
+        );
+        assert!(super::warnings("  CC mm/khugepaged.o\n  LD vmlinux\n").is_empty());
+    }
 }
 
 /// Build the mm selftests the guest runs, statically, against this tree's
