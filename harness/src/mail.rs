@@ -733,20 +733,14 @@ fn build_check(layout: &Layout, tree: &Path, commits: &[String]) -> Result<()> {
             let stage = format!("build {}/{n}{}", i + 1, if last { " (CLIPPY=1)" } else { "" });
             cmd::logged(&stage, &mut make, &log, None)
                 .with_context(|| format!("patch {}/{n} \"{subject}\" does not build (vmlinux, Rust on)", i + 1))?;
-            if last {
-                let warnings: Vec<String> = fs::read_to_string(&log)?
-                    .lines()
-                    .filter(|l| l.starts_with("warning:") || l.starts_with("error:"))
-                    .map(String::from)
-                    .collect();
-                if !warnings.is_empty() {
-                    bail!(
-                        "clippy/rustc on the whole series ({}):\n  {}",
-                        log.display(),
-                        warnings.join("\n  ")
-                    );
-                }
-            }
+            no_warnings(
+                &log,
+                &format!(
+                    "patch {}/{n} \"{subject}\"{}",
+                    i + 1,
+                    if last { " with CLIPPY=1" } else { "" }
+                ),
+            )?;
         }
         cmd::logged(
             "rustfmtcheck",
@@ -758,26 +752,28 @@ fn build_check(layout: &Layout, tree: &Path, commits: &[String]) -> Result<()> {
         let log = bdir.join("rustdoc.log");
         cmd::logged("rustdoc", build::make(layout, tree, &bdir).arg("rustdoc"), &log, None)
             .context("`make rustdoc` fails on the series")?;
-        let warnings: Vec<String> = fs::read_to_string(&log)?
-            .lines()
-            .filter(|l| l.starts_with("warning") || l.starts_with("error"))
-            .map(String::from)
-            .collect();
-        if !warnings.is_empty() {
-            bail!(
-                "rustdoc on the series ({}):\n  {}",
-                log.display(),
-                warnings.join("\n  ")
-            );
-        }
-        Ok(())
+        no_warnings(&log, "make rustdoc on the series")
     })();
     cmd::output(&mut cmd::git(tree, ["checkout", "-q", "mail"]))?;
     res?;
     eprintln!(
-        "  build check: all {} patch(es) build in turn with Rust on; clippy, rustfmtcheck and rustdoc clean",
+        "  build check: all {} patch(es) build in turn with Rust on and without a warning; clippy, rustfmtcheck and rustdoc clean",
         commits.len()
     );
+    Ok(())
+}
+
+/// Fails if the build log `log` has a compiler, clippy or rustdoc warning.
+fn no_warnings(log: &Path, what: &str) -> Result<()> {
+    let warned = build::warnings(&fs::read_to_string(log)?);
+    if !warned.is_empty() {
+        bail!(
+            "{what}: {} warning(s) ({}):\n  {}",
+            warned.len(),
+            log.display(),
+            warned.join("\n  ")
+        );
+    }
     Ok(())
 }
 
