@@ -107,3 +107,19 @@ pub fn ensure(layout: &Layout) -> Result<()> {
     cmd::output(&mut git(&["tag", BASE_TAG]))?;
     Ok(())
 }
+
+/// Clone the base repository into `dest` (objects shared, nothing copied) and check out
+/// a new branch `branch` at the base tag.
+pub fn clone_to(layout: &Layout, dest: &Path, branch: &str) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    cmd::output(
+        Command::new("git")
+            .args(["clone", "-q", "--shared", "--no-checkout"])
+            .arg(layout.base_repo())
+            .arg(dest),
+    )?;
+    cmd::output(&mut cmd::git(dest, ["checkout", "-q", "-b", branch, BASE_TAG]))?;
+    Ok(())
+}

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::base;
 use crate::build;
 use crate::cmd;
 use crate::config;
@@ -226,16 +227,9 @@ pub fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
     }
     let tree = mail_tree(layout);
     if !tree.join(".git").exists() {
-        fs::create_dir_all(tree.parent().expect("mail tree has a parent"))?;
         let pb = cmd::stage_bar("mail tree");
         pb.set_message(format!("cloning {} (first time only)", layout.base_repo().display()));
-        cmd::output(
-            Command::new("git")
-                .args(["clone", "-q", "--shared", "--no-checkout"])
-                .arg(layout.base_repo())
-                .arg(&tree),
-        )?;
-        cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "-b", "mail", BASE_TAG]))?;
+        base::clone_to(layout, &tree, "mail")?;
         pb.finish_and_clear();
     } else {
         cmd::output(&mut cmd::git(&tree, ["fetch", "-q", "--tags", "origin"]))?;
@@ -1373,13 +1367,7 @@ pub fn loopback_round_trip(layout: &Layout) -> Result<()> {
     let clone = scratch.join("linux");
     let pb = cmd::stage_bar("loopback");
     pb.set_message("fresh clone of the base");
-    cmd::output(
-        Command::new("git")
-            .args(["clone", "-q", "--shared", "--no-checkout"])
-            .arg(layout.base_repo())
-            .arg(&clone),
-    )?;
-    cmd::output(&mut cmd::git(&clone, ["checkout", "-q", "-b", "loopback", BASE_TAG]))?;
+    base::clone_to(layout, &clone, "loopback")?;
     pb.finish_and_clear();
     for (m, _, p) in &msgs[1..] {
         let r = cmd::output(

@@ -171,14 +171,7 @@ pub fn ensure_work_tree(layout: &Layout) -> Result<PathBuf> {
 fn ensure_tree(layout: &Layout, wt: &Path) -> Result<PathBuf> {
     let wt = wt.to_path_buf();
     if !wt.join(".git").exists() {
-        fs::create_dir_all(wt.parent().expect("work tree has a parent"))?;
-        cmd::output(
-            std::process::Command::new("git")
-                .args(["clone", "-q", "--shared", "--no-checkout"])
-                .arg(layout.base_repo())
-                .arg(&wt),
-        )?;
-        cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-b", "series", BASE_TAG]))?;
+        crate::base::clone_to(layout, &wt, "series")?;
     } else {
         // The base may have been re-made: fetch its tag.
         cmd::output(&mut cmd::git(&wt, ["fetch", "-q", "--tags", "origin"]))?;
