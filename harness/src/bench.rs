@@ -687,7 +687,6 @@ pub fn guest_cases(rounds: u32, iterations: u32, threads: u32) -> Vec<guest::Cas
         .map(|(r, i)| guest::Case {
             name: case_name(r, i),
             command: guest_command(i, iterations, threads),
-            rust_only: false,
         })
         .collect()
 }

@@ -15,10 +15,6 @@ use crate::cmd;
 pub struct Case {
     pub name: String,
     pub command: String,
-    /// Not run under the C implementation: the race tests show a bug of
-    /// 7.3's C path (guard markers freed with the table) that the series
-    /// fixes only in the Rust path.
-    pub rust_only: bool,
 }
 
 /// Mount point of the ext4 filesystem in the guest, for `all:file`.
@@ -37,7 +33,6 @@ pub fn khugepaged_cases(run_vmtests: &str) -> Vec<Case> {
             Case {
                 name: command.trim_start_matches("./").to_string(),
                 command,
-                rust_only: false,
             }
         })
         .collect()
@@ -59,7 +54,6 @@ pub fn race_cases(run_vmtests: &str, extra: &str) -> Vec<Case> {
             Case {
                 name: command.trim_start_matches("./").to_string(),
                 command,
-                rust_only: true,
             }
         })
         .collect()

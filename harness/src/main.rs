@@ -166,11 +166,12 @@ fn install(layout: &Layout) -> Result<()> {
 
 fn export(layout: &Layout) -> Result<()> {
     let wt = layout.work_tree();
-    let (m, l) = series::export_to(&wt, &layout.patches())?;
+    let e = series::export_to(&wt, &layout.patches())?;
     eprintln!(
-        "exported {} mailed and {} local patches into {}",
-        m.len(),
-        l.len(),
+        "exported {} fixes, {} mailed and {} local patches into {}",
+        e.fixes.len(),
+        e.mailed.len(),
+        e.local.len(),
         layout.patches().display()
     );
     Ok(())
@@ -318,7 +319,6 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
         cases.push(guest::Case {
             name: c.clone(),
             command: c,
-            rust_only: false,
         });
     }
     let init = layout.guest_files().join("init");

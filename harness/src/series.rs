@@ -2,10 +2,17 @@
 //! Applied with `git am` onto the base tag in an ignored work tree, exported
 //! back from the work tree's commits with stable output.
 //!
-//! Two stacks: `patches/series` is the mailed series; `patches/local/series`
-//! holds local-only patches (debugfs switch, instrumentation) applied on top
-//! for test and benchmark kernels and never mailed. Commits whose subject
-//! starts with `LOCAL:` belong to the local stack and must come last.
+//! Three stacks, applied in this order:
+//! - `patches/fixes/series`: the C fixes and their selftests, a series of its
+//!   own that is mailed first (stable material); the RFC applies on top.
+//!   In the work tree its commits carry a git note `fixes` (ref
+//!   [`STACK_NOTES`], kept across `rebase` and `commit --amend` by
+//!   `notes.rewriteRef`), which is how `export` tells them from the RFC.
+//! - `patches/series`: the mailed RFC series.
+//! - `patches/local/series`: local-only patches (debugfs switch,
+//!   instrumentation, reproducers not for a public list) applied on top for
+//!   test and benchmark kernels and never mailed. Commits whose subject
+//!   starts with `LOCAL:` belong to it and must come last.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -15,6 +22,10 @@ use crate::cmd;
 use crate::layout::{Layout, BASE_TAG};
 
 pub const LOCAL_PREFIX: &str = "LOCAL:";
+/// The notes ref that marks the work tree's commits of the fixes stack.
+pub const STACK_NOTES: &str = "refs/notes/khrs-stack";
+/// The note text of a commit of the fixes stack.
+pub const FIXES_NOTE: &str = "fixes";
 
 /// One stack of patches: a directory with a quilt `series` file.
 #[derive(Debug, Clone)]
@@ -80,6 +91,12 @@ impl Stack {
 pub fn mailed(layout: &Layout) -> Result<Stack> {
     Stack::load(&layout.patches())
 }
+pub fn fixes(layout: &Layout) -> Result<Stack> {
+    Stack::load(&fixes_dir(&layout.patches()))
+}
+fn fixes_dir(patches: &Path) -> PathBuf {
+    patches.join("fixes")
+}
 pub fn local(layout: &Layout) -> Result<Stack> {
     Stack::load(&layout.patches().join("local"))
 }
@@ -128,7 +145,8 @@ pub fn touching_selftests(stack: &Stack) -> Result<Vec<PathBuf>> {
 /// edited: it is re-made from the base whenever the patches changed.
 pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
     let wt = ensure_tree(layout, &layout.broken_tree())?;
-    let tests = touching_selftests(&mailed(layout)?)?;
+    let mut tests = touching_selftests(&fixes(layout)?)?;
+    tests.extend(touching_selftests(&mailed(layout)?)?);
     let broken = broken(layout)?;
     if broken.patches.is_empty() {
         bail!("{}/series lists no patch", broken.dir.display());
@@ -214,25 +232,57 @@ fn format_patches(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Commits since the base: (mailed range end, local range end) split at the
-/// first `LOCAL:` subject; a mailed commit after a local one is an error.
-fn split_commits(tree: &Path) -> Result<(Vec<String>, Vec<String>)> {
+/// The work tree's commits since the base, by stack.
+#[derive(Debug, Default, PartialEq)]
+struct Split {
+    fixes: Vec<String>,
+    mailed: Vec<String>,
+    local: Vec<String>,
+}
+
+/// Commits since the base split into stacks: those with the `fixes` note
+/// first, then the mailed ones, then from the first `LOCAL:` subject on the
+/// local ones; any other order is an error.
+fn split_commits(tree: &Path) -> Result<Split> {
     let log = cmd::output(&mut cmd::git(
         tree,
-        ["log", "--reverse", "--format=%H %s", &format!("{BASE_TAG}..HEAD")],
+        [
+            "log",
+            "--reverse",
+            &format!("--notes={STACK_NOTES}"),
+            "--format=%H%x1f%s%x1f%N%x1e",
+            &format!("{BASE_TAG}..HEAD"),
+        ],
     ))?;
-    let (mut mailed, mut local) = (Vec::new(), Vec::new());
-    for line in log.lines() {
-        let (id, subject) = line.split_once(' ').unwrap_or((line, ""));
-        if subject.starts_with(LOCAL_PREFIX) {
-            local.push(id.to_string());
-        } else if !local.is_empty() {
+    let mut split = Split::default();
+    for rec in log.split('\x1e').map(str::trim).filter(|r| !r.is_empty()) {
+        let mut f = rec.split('\x1f');
+        let (id, subject, note) = (
+            f.next().unwrap_or_default().to_string(),
+            f.next().unwrap_or_default(),
+            f.next().unwrap_or_default().trim(),
+        );
+        if note == FIXES_NOTE {
+            if !split.mailed.is_empty() || !split.local.is_empty() {
+                bail!("commit {id} \"{subject}\" is marked as a fix but comes after a commit of the series; move the fixes first");
+            }
+            split.fixes.push(id);
+        } else if !note.is_empty() {
+            bail!("commit {id} \"{subject}\" has the {STACK_NOTES} note \"{note}\"; the only stack note is \"{FIXES_NOTE}\"");
+        } else if subject.starts_with(LOCAL_PREFIX) {
+            split.local.push(id);
+        } else if !split.local.is_empty() {
             bail!("commit {id} \"{subject}\" comes after a LOCAL: commit; move local-only commits to the end");
         } else {
-            mailed.push(id.to_string());
+            split.mailed.push(id);
         }
     }
-    Ok((mailed, local))
+    Ok(split)
+}
+
+/// The range of `commits` (consecutive, oldest first) whose parent is `from`.
+fn range(from: &str, commits: &[String]) -> String {
+    commits.last().map(|c| format!("{from}..{c}")).unwrap_or_default()
 }
 
 fn write_stack(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
@@ -257,18 +307,25 @@ fn write_stack(tree: &Path, range: &str, dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Export the work tree's commits into `patches/` and `patches/local/`.
-pub fn export_to(tree: &Path, patches: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let (mailed, local) = split_commits(tree)?;
-    let mailed_range = mailed.last().map(|c| format!("{BASE_TAG}..{c}")).unwrap_or_default();
-    let local_range = match (mailed.last(), local.last()) {
-        (_, None) => String::new(),
-        (Some(m), Some(l)) => format!("{m}..{l}"),
-        (None, Some(l)) => format!("{BASE_TAG}..{l}"),
-    };
-    let a = write_stack(tree, &mailed_range, patches)?;
-    let b = write_stack(tree, &local_range, &patches.join("local"))?;
-    Ok((a, b))
+/// The patch files written by an export, per stack.
+#[derive(Debug)]
+pub struct Exported {
+    pub fixes: Vec<String>,
+    pub mailed: Vec<String>,
+    pub local: Vec<String>,
+}
+
+/// Export the work tree's commits into `patches/fixes/`, `patches/` and
+/// `patches/local/`.
+pub fn export_to(tree: &Path, patches: &Path) -> Result<Exported> {
+    let split = split_commits(tree)?;
+    let after_fixes = split.fixes.last().cloned().unwrap_or_else(|| BASE_TAG.to_string());
+    let after_mailed = split.mailed.last().cloned().unwrap_or_else(|| after_fixes.clone());
+    Ok(Exported {
+        fixes: write_stack(tree, &range(BASE_TAG, &split.fixes), &fixes_dir(patches))?,
+        mailed: write_stack(tree, &range(&after_fixes, &split.mailed), patches)?,
+        local: write_stack(tree, &range(&after_mailed, &split.local), &patches.join("local"))?,
+    })
 }
 
 /// Would exporting the work tree change `patches/`? Compares the rendered
@@ -277,7 +334,10 @@ pub fn exported_matches(tree: &Path, patches: &Path, with_local: bool) -> Result
     let tmp = tempdir_in(tree)?;
     let res = (|| {
         export_to(tree, &tmp)?;
-        let mut pairs = vec![(tmp.clone(), patches.to_path_buf())];
+        let mut pairs = vec![
+            (fixes_dir(&tmp), fixes_dir(patches)),
+            (tmp.clone(), patches.to_path_buf()),
+        ];
         if with_local {
             pairs.push((tmp.join("local"), patches.join("local")));
         } else if !Stack::load(&tmp.join("local"))?.patches.is_empty() {
@@ -322,6 +382,7 @@ fn is_clean(tree: &Path) -> Result<bool> {
 /// commits or edits that are not in `patches/` is refused unless `force`.
 pub fn apply(layout: &Layout, with_local: bool, force: bool) -> Result<PathBuf> {
     let wt = ensure_work_tree(layout)?;
+    let fixes = fixes(layout)?;
     let mailed = mailed(layout)?;
     let local = local(layout)?;
     let head_is_base = cmd::output(&mut cmd::git(&wt, ["rev-parse", "HEAD"]))?
@@ -340,15 +401,24 @@ pub fn apply(layout: &Layout, with_local: bool, force: bool) -> Result<PathBuf> 
     cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
     cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-f", "-B", "series", BASE_TAG]))?;
     cmd::output(&mut cmd::git(&wt, ["clean", "-q", "-fdx"]))?;
-    let mut all = mailed.paths();
+    // Rebases and amends carry the stack notes over to the new commits.
+    cmd::output(&mut cmd::git(&wt, ["config", "notes.rewriteRef", STACK_NOTES]))?;
+    let mut all: Vec<(PathBuf, bool)> = fixes.paths().into_iter().map(|p| (p, true)).collect();
+    all.extend(mailed.paths().into_iter().map(|p| (p, false)));
     if with_local {
-        all.extend(local.paths());
+        all.extend(local.paths().into_iter().map(|p| (p, false)));
     }
-    for p in &all {
+    for (p, is_fix) in &all {
         let r = cmd::output(cmd::git(&wt, ["am", "-q", "--keep-cr"]).arg(p));
         if let Err(e) = r {
             cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
             bail!("patch {} does not apply to {BASE_TAG}:\n{e:#}", p.display());
+        }
+        if *is_fix {
+            cmd::output(&mut cmd::git(
+                &wt,
+                ["notes", &format!("--ref={STACK_NOTES}"), "add", "-f", "-m", FIXES_NOTE, "HEAD"],
+            ))?;
         }
     }
     Ok(wt)
@@ -384,21 +454,41 @@ mod tests {
         git(&tree, &["add", "f"]);
         git(&tree, &["commit", "-q", "-m", "base"]);
         git(&tree, &["tag", BASE_TAG]);
+        git(&tree, &["config", "notes.rewriteRef", STACK_NOTES]);
+        fs::write(tree.join("h"), "fix\n").unwrap();
+        git(&tree, &["add", "h"]);
+        git(&tree, &["commit", "-q", "-m", "mm: a fix"]);
+        let notes = format!("--ref={STACK_NOTES}");
+        git(&tree, &["notes", &notes, "add", "-m", FIXES_NOTE, "HEAD"]);
         fs::write(tree.join("f"), "one\n").unwrap();
         git(&tree, &["commit", "-q", "-am", "mm: one"]);
         fs::write(tree.join("g"), "local\n").unwrap();
         git(&tree, &["add", "g"]);
         git(&tree, &["commit", "-q", "-m", "LOCAL: debug knob"]);
         let patches = t.path().join("patches");
-        let (a, b) = export_to(&tree, &patches).unwrap();
-        assert_eq!(a, vec!["0001-mm-one.patch"]);
-        assert_eq!(b, vec!["0001-LOCAL-debug-knob.patch"]);
+        let e = export_to(&tree, &patches).unwrap();
+        assert_eq!(e.fixes, vec!["0001-mm-a-fix.patch"]);
+        assert_eq!(e.mailed, vec!["0001-mm-one.patch"]);
+        assert_eq!(e.local, vec!["0001-LOCAL-debug-knob.patch"]);
+        // A rebase keeps the note on the rewritten fix (notes.rewriteRef).
+        fs::write(tree.join("h"), "fix, amended\n").unwrap();
+        git(&tree, &["commit", "-q", "-a", "--fixup=HEAD~2"]);
+        git(&tree, &["-c", "sequence.editor=true", "rebase", "-q", "-i", "--autosquash", BASE_TAG]);
+        let e = export_to(&tree, &patches).unwrap();
+        assert_eq!((e.fixes.len(), e.mailed.len(), e.local.len()), (1, 1, 1));
+        assert!(fs::read_to_string(patches.join("fixes/0001-mm-a-fix.patch"))
+            .unwrap()
+            .contains("+fix, amended"));
         assert!(exported_matches(&tree, &patches, true).unwrap());
         assert!(!exported_matches(&tree, &patches, false).unwrap());
         let first = fs::read_to_string(patches.join("0001-mm-one.patch")).unwrap();
         assert!(first.starts_with("From 0000000000000000000000000000000000000000 "));
         // Re-apply from the patches onto the base and export again.
         git(&tree, &["checkout", "-q", "-f", "-B", "main", BASE_TAG]);
+        for p in Stack::load(&patches.join("fixes")).unwrap().paths() {
+            git(&tree, &["am", "-q", p.to_str().unwrap()]);
+            git(&tree, &["notes", &notes, "add", "-f", "-m", FIXES_NOTE, "HEAD"]);
+        }
         for p in Stack::load(&patches)
             .unwrap()
             .paths()
@@ -414,6 +504,13 @@ mod tests {
         fs::write(tree.join("f"), "two\n").unwrap();
         git(&tree, &["commit", "-q", "-am", "mm: two"]);
         assert!(export_to(&tree, &t.path().join("p2")).is_err());
+        // So is a fix after a commit of the series.
+        git(&tree, &["reset", "-q", "--hard", "HEAD~2"]);
+        fs::write(tree.join("h"), "late fix\n").unwrap();
+        git(&tree, &["commit", "-q", "-am", "mm: late fix"]);
+        git(&tree, &["notes", &notes, "add", "-m", FIXES_NOTE, "HEAD"]);
+        let err = export_to(&tree, &t.path().join("p3")).unwrap_err().to_string();
+        assert!(err.contains("marked as a fix but comes after"), "{err}");
     }
 }
 

@@ -43,6 +43,12 @@ pub const INV_UNCLEAN: &str = "INVARIANT VIOLATED: collapse did not succeed or a
 /// loom's own panic message when every thread is blocked.
 pub const LOOM_DEADLOCK: &str = "deadlock; threads";
 
+/// `Outcome::Aborted` reason: the step-4 `pmd_same` recheck of (c)/(e) failed.
+pub const ABORT_STEP4_PMD_CHANGED: &str = "step 4: pmd changed";
+/// `Outcome::Aborted` reason: (e)'s step-4 rescan (Fix B) found an entry
+/// installed while ptl was dropped.
+pub const ABORT_STEP4_RESCAN: &str = "step 4: rescan found an entry installed in the window";
+
 /// A kernel spinlock with a real `spin_trylock()`.
 ///
 /// Built from a loom `Mutex<bool>` (held only for the instant of the state
@@ -122,6 +128,8 @@ pub enum Pte {
     Anon,
     /// `PTE_MARKER_GUARD` (non-present) installed by MADV_GUARD_INSTALL
     Guard,
+    /// `PTE_MARKER_POISONED` (non-present) installed by UFFDIO_POISON
+    Poison,
 }
 
 /// Which collapse protocol to run.
@@ -141,6 +149,16 @@ pub enum Protocol {
     /// ptl == pml), fallback relock + pmd_same + rescan for every VMA,
     /// cumulative cleared count.
     Ours,
+    /// (e) 7.3's C code with the two C fixes sent to linux-mm: at step 4
+    /// (pml + ptl held, after ptl was dropped) Fix A rechecks `pmd_same`
+    /// unconditionally (also when ptl == pml) and Fix B rescans the table,
+    /// both aborting with the owed `flush_tlb_mm()` (step 3 already done).
+    FixedC73,
+    /// Negative control: (c) + Fix A only (no step-4 rescan).
+    C73FixAOnly,
+    /// Negative control: (c) + Fix B only (step-4 `pmd_same` still only if
+    /// ptl != pml).
+    C73FixBOnly,
     /// Negative control for deadlock detection: hold ptl and *block* on pml
     /// (lock-order inversion against pml -> ptl).  Not a proposed protocol.
     NaiveNested,
@@ -156,6 +174,8 @@ pub enum Actor {
     UffdCopy { slot: usize },
     /// MADV_GUARD_INSTALL on `slot`.
     GuardInstall { slot: usize },
+    /// UFFDIO_POISON into `slot` (any uffd-registered VMA, MAP_SHARED too).
+    UffdPoison { slot: usize },
     /// MADV_DONTNEED with CONFIG_PT_RECLAIM freeing an empty PTE table.
     PtReclaim,
     /// Any other `pmd_lock()` user of the same PMD page (e.g. a huge fault or
@@ -429,6 +449,14 @@ impl Mm {
         Outcome::Aborted(why)
     }
 
+    /// Step-4 abort of (c)/(e): `flush_tlb_mm(); goto unlock;` -- step 3 has
+    /// already accounted the cleared PTEs, only their flush is still owed.
+    fn abort_owed_flush(&self, why: &'static str) -> Outcome {
+        self.ev("collapse", format!("abort ({why}): flush_tlb_mm, goto unlock"));
+        self.flush_tlb("step 4 abort, PTEs cleared and accounted");
+        Outcome::Aborted(why)
+    }
+
     /// step 1, under ptl: every mapped PTE must be the right subpage.
     fn step1(&self) -> Result<usize, Outcome> {
         let Some((t, _g)) = self.map_lock() else {
@@ -438,7 +466,7 @@ impl Mm {
             match self.get(t, i) {
                 Pte::None => {}
                 Pte::File(j) if j == i => {}
-                Pte::Guard => return Err(Outcome::Aborted("step 1: SCAN_PTE_NON_PRESENT")),
+                Pte::Guard | Pte::Poison => return Err(Outcome::Aborted("step 1: SCAN_PTE_NON_PRESENT")),
                 _ => return Err(Outcome::Aborted("step 1: not our folio")),
             }
         }
@@ -460,7 +488,7 @@ impl Mm {
                         format!("step 2: clear slot {i} of table {t} (no flush yet)"),
                     );
                 }
-                Pte::Guard => return Err("step 2: SCAN_PTE_NON_PRESENT (marker)"),
+                Pte::Guard | Pte::Poison => return Err("step 2: SCAN_PTE_NON_PRESENT (marker)"),
                 p => {
                     self.ev("collapse", format!("step 2: slot {i} = {p:?} is not our folio"));
                     return Err("step 2: not our folio");
@@ -468,6 +496,24 @@ impl Mm {
             }
         }
         Ok(())
+    }
+
+    /// (b)/(d) with table `t`'s ptl held (`ptl`): `spin_trylock(pml)`; on
+    /// failure drop ptl, `spin_lock(pml)`, `spin_lock_nested(ptl)`.  Returns
+    /// pml's guard and whether ptl was dropped and retaken.
+    fn trylock_pml_or_relock<'a>(&'a self, t: usize, ptl: &mut Option<SpinGuard<'a>>) -> (SpinGuard<'a>, bool) {
+        if let Some(g) = self.pml.try_lock() {
+            self.ev("collapse", "spin_trylock(pml) succeeded");
+            return (g, false);
+        }
+        self.ev(
+            "collapse",
+            "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl nested",
+        );
+        drop(ptl.take());
+        let pml = self.lock_pml();
+        *ptl = Some(self.ptl(t).lock());
+        (pml, true)
     }
 
     /// step 4: `pmdp_collapse_flush()` + `pte_free_defer()` of the table
@@ -544,24 +590,13 @@ fn collapse_hugh_v2(mm: &Mm, _t1: usize) -> Outcome {
         if pml.is_some() || !mm.split() {
             break; // both locks held (or ptl == pml)
         }
-        match mm.pml.try_lock() {
-            Some(g) => {
-                mm.ev("collapse", "spin_trylock(pml) succeeded");
-                pml = Some(g);
-                break;
-            }
-            None => {
-                mm.ev("collapse", "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl");
-                drop(ptl.take());
-                pml = Some(mm.lock_pml());
-                ptl = Some(mm.ptl(t).lock());
-                if mm.cfg.uffd_private {
-                    mm.ev("collapse", "uffd private: rescan step 2 (count reset)");
-                    continue;
-                }
-                break;
-            }
+        let (g, relocked) = mm.trylock_pml_or_relock(t, &mut ptl);
+        pml = Some(g);
+        if relocked && mm.cfg.uffd_private {
+            mm.ev("collapse", "uffd private: rescan step 2 (count reset)");
+            continue;
         }
+        break;
     }
     let r = mm.remove_table(t);
     drop(ptl);
@@ -569,8 +604,18 @@ fn collapse_hugh_v2(mm: &Mm, _t1: usize) -> Outcome {
     r
 }
 
-/// (c) upstream 7.3.
-fn collapse_upstream_73(mm: &Mm, _t1: usize) -> Outcome {
+/// Which of (e)'s C fixes [`collapse_c73`] applies on top of 7.3.
+#[derive(Clone, Copy)]
+struct C73Fixes {
+    /// Fix A: recheck `pmd_same` at step 4 also when ptl == pml.
+    recheck_always: bool,
+    /// Fix B: rescan the table at step 4 (pml + ptl held) if ptl was dropped
+    /// after step 2; abort with the owed flush on any non-none slot.
+    rescan: bool,
+}
+
+/// (c) upstream 7.3 (no fixes) and (e) 7.3 + Fix A and/or Fix B.
+fn collapse_c73(mm: &Mm, fixes: C73Fixes) -> Outcome {
     let mut pml: Option<SpinGuard<'_>> = None;
     if mm.cfg.uffd_private {
         pml = Some(mm.lock_pml());
@@ -602,13 +647,18 @@ fn collapse_upstream_73(mm: &Mm, _t1: usize) -> Outcome {
         pml = Some(mm.lock_pml());
         if mm.split() {
             ptl = Some(mm.ptl(t).lock());
-            if mm.pmd_table() != Some(pgt_pmd) {
-                mm.ev("collapse", "step 4: pmd_same failed");
-                mm.flush_tlb("step 4 pmd_same mismatch: flush_tlb_mm");
-                return Outcome::Aborted("step 4: pmd changed");
-            }
         }
-        // ptl == pml: no recheck in 7.3.
+        // 7.3 rechecks only inside `if (ptl != pml)`; Fix A always.
+        if (mm.split() || fixes.recheck_always) && mm.pmd_table() != Some(pgt_pmd) {
+            return mm.abort_owed_flush(ABORT_STEP4_PMD_CHANGED);
+        }
+        if fixes.rescan {
+            if !mm.all_none(t) {
+                mm.ev("collapse", "step 4 rescan: a slot is no longer pte_none");
+                return mm.abort_owed_flush(ABORT_STEP4_RESCAN);
+            }
+            mm.ev("collapse", "step 4 rescan: all slots pte_none");
+        }
     }
     mm.ev("collapse", "step 4: pml + ptl held");
     let r = mm.remove_table(t);
@@ -642,26 +692,15 @@ fn collapse_ours_impl(mm: &Mm, skip_same_lock: bool) -> Outcome {
         if pml.is_some() || (skip_same_lock && !mm.split()) {
             break; // both held; with ptl == pml, ptl *is* pml
         }
-        match mm.pml.try_lock() {
-            Some(g) => {
-                mm.ev("collapse", "spin_trylock(pml) succeeded");
-                pml = Some(g);
-                break;
-            }
-            None => {
-                mm.ev(
-                    "collapse",
-                    "spin_trylock(pml) failed: drop ptl, lock pml, relock ptl nested",
-                );
-                drop(ptl.take());
-                pml = Some(mm.lock_pml());
-                ptl = Some(mm.ptl(t).lock());
-                if mm.pmd_table() != Some(pgt_pmd) {
-                    return mm.abort(nr, "pmd_same failed after relock");
-                }
-                mm.ev("collapse", "rescan step 2 with both locks (cumulative count)");
-            }
+        let (g, relocked) = mm.trylock_pml_or_relock(t, &mut ptl);
+        pml = Some(g);
+        if !relocked {
+            break;
         }
+        if mm.pmd_table() != Some(pgt_pmd) {
+            return mm.abort(nr, "pmd_same failed after relock");
+        }
+        mm.ev("collapse", "rescan step 2 with both locks (cumulative count)");
     }
     mm.account(nr);
     mm.ev("collapse", "step 4: pml + ptl held");
@@ -706,49 +745,82 @@ pub fn collapse(mm: &Mm) -> Outcome {
     match mm.cfg.protocol {
         Protocol::PreFix2023 => collapse_prefix_2023(mm, t1),
         Protocol::HughV2 => collapse_hugh_v2(mm, t1),
-        Protocol::Upstream73 => collapse_upstream_73(mm, t1),
+        Protocol::Upstream73 => collapse_c73(
+            mm,
+            C73Fixes {
+                recheck_always: false,
+                rescan: false,
+            },
+        ),
         Protocol::Ours => collapse_ours(mm, t1),
         Protocol::NaiveNested => collapse_naive_nested(mm, t1),
         Protocol::OursNoSameLockSkip => collapse_ours_impl(mm, false),
+        Protocol::FixedC73 => collapse_c73(
+            mm,
+            C73Fixes {
+                recheck_always: true,
+                rescan: true,
+            },
+        ),
+        Protocol::C73FixAOnly => collapse_c73(
+            mm,
+            C73Fixes {
+                recheck_always: true,
+                rescan: false,
+            },
+        ),
+        Protocol::C73FixBOnly => collapse_c73(
+            mm,
+            C73Fixes {
+                recheck_always: false,
+                rescan: true,
+            },
+        ),
     }
 }
 
 // ---- the other actors ----------------------------------------------------------
+
+/// What every installer does: if the pmd is none, `__pte_alloc()` a table
+/// (only if [`Config::realloc`]; otherwise the model has no table to give and
+/// the attempt ends), then `pte_offset_map_lock()` and, iff the slot is
+/// `pte_none`, `set_pte_at(pte)`.  A populated slot ends the attempt
+/// (-EEXIST, or zap + retry for guard install: the model gives up).
+fn install_if_none(mm: &Mm, who: &str, slot: usize, pte: Pte, what: &str) {
+    if mm.pmd_table().is_none() {
+        if !mm.cfg.realloc {
+            return;
+        }
+        mm.pte_alloc(who);
+    }
+    let Some((t, _g)) = mm.map_lock() else { return }; // -EAGAIN
+    if mm.get(t, slot) == Pte::None {
+        mm.set(t, slot, pte);
+        mm.ev(who, format!("install {what} in slot {slot} of table {t}"));
+    }
+}
 
 /// UFFDIO_COPY on a MAP_PRIVATE VMA: `mfill_establish_pmd()` (may
 /// `__pte_alloc()`), then `mfill_atomic_pte_copy()` ->
 /// `mfill_atomic_install_pte()`: pte_offset_map_lock, -EEXIST unless
 /// pte_none, set_pte_at(anon).  Never looks at the page cache / folio lock.
 pub fn uffd_copy(mm: &Mm, slot: usize) {
-    if mm.pmd_table().is_none() {
-        if !mm.cfg.realloc {
-            return;
-        }
-        mm.pte_alloc("uffd");
-    }
-    let Some((t, _g)) = mm.map_lock() else { return }; // -EAGAIN
-    if mm.get(t, slot) == Pte::None {
-        mm.set(t, slot, Pte::Anon);
-        mm.ev("uffd", format!("install anon PTE in slot {slot} of table {t}"));
-    }
+    install_if_none(mm, "uffd", slot, Pte::Anon, "anon PTE");
+}
+
+/// UFFDIO_POISON on any uffd-registered non-hugetlb VMA (MAP_SHARED shmem
+/// included): `mfill_establish_pmd()` (may `__pte_alloc()`), then
+/// `mfill_atomic_pte_poison()`: pte_offset_map_lock, -EEXIST unless
+/// pte_none, set_pte_at(PTE_MARKER_POISONED).  No page cache, no folio lock.
+pub fn uffd_poison(mm: &Mm, slot: usize) {
+    install_if_none(mm, "uffd_poison", slot, Pte::Poison, "poison marker");
 }
 
 /// MADV_GUARD_INSTALL: `madvise_guard_install()` -> page walk
 /// (`walk_pmd_range()` allocates a table if needed, `walk_pte_range()` takes
 /// ptl via pte_offset_map_lock, `guard_install_set_pte()` on pte_none).
-/// A populated slot would make it zap and retry; the model just gives up.
 pub fn guard_install(mm: &Mm, slot: usize) {
-    if mm.pmd_table().is_none() {
-        if !mm.cfg.realloc {
-            return;
-        }
-        mm.pte_alloc("guard");
-    }
-    let Some((t, _g)) = mm.map_lock() else { return };
-    if mm.get(t, slot) == Pte::None {
-        mm.set(t, slot, Pte::Guard);
-        mm.ev("guard", format!("install guard marker in slot {slot} of table {t}"));
-    }
+    install_if_none(mm, "guard", slot, Pte::Guard, "guard marker");
 }
 
 /// MADV_DONTNEED with CONFIG_PT_RECLAIM: `zap_pte_range()` then
@@ -797,6 +869,7 @@ fn run_actor(mm: &Mm, a: Actor) {
     match a {
         Actor::UffdCopy { slot } => uffd_copy(mm, slot),
         Actor::GuardInstall { slot } => guard_install(mm, slot),
+        Actor::UffdPoison { slot } => uffd_poison(mm, slot),
         Actor::PtReclaim => pt_reclaim(mm),
         Actor::PmlHolder => pml_holder(mm),
     }
@@ -888,6 +961,7 @@ pub fn execution(cfg: &Config) -> ExecSummary {
         outcome: o,
         trylock_failed: trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
         table_reclaimed: trace.iter().any(|e| e.starts_with("pt_reclaim")),
+        table_reallocated: trace.iter().any(|e| e.contains("__pte_alloc")),
         rescan_abort: matches!(o, Outcome::Aborted(_)) && trace.iter().any(|e| e.contains("spin_trylock(pml) failed")),
     }
 }
@@ -898,6 +972,8 @@ pub struct ExecSummary {
     pub outcome: Outcome,
     pub trylock_failed: bool,
     pub table_reclaimed: bool,
+    /// an installer `__pte_alloc()`ed a new table (after a reclaim)
+    pub table_reallocated: bool,
     /// collapse aborted after its spin_trylock(pml) failed (i.e. on the
     /// relock + pmd_same + rescan path)
     pub rescan_abort: bool,
@@ -910,6 +986,7 @@ pub struct Stats {
     pub outcomes: std::collections::BTreeSet<String>,
     pub trylock_failed: usize,
     pub table_reclaimed: usize,
+    pub table_reallocated: usize,
     pub rescan_abort: usize,
 }
 
@@ -919,6 +996,10 @@ impl Stats {
     }
     pub fn saw_abort(&self) -> bool {
         self.outcomes.iter().any(|o| o.starts_with("Aborted"))
+    }
+    /// Some execution ended in `Outcome::Aborted(why)`.
+    pub fn saw_abort_because(&self, why: &str) -> bool {
+        self.outcomes.contains(&format!("Aborted({why})"))
     }
 }
 
@@ -952,6 +1033,7 @@ pub fn check(cfg: Config) -> Stats {
         });
         g.trylock_failed += s.trylock_failed as usize;
         g.table_reclaimed += s.table_reclaimed as usize;
+        g.table_reallocated += s.table_reallocated as usize;
         g.rescan_abort += s.rescan_abort as usize;
     });
     let r = stats.lock().unwrap().clone();

@@ -4,12 +4,17 @@
 //!
 //! Slot 0 initially maps subpage 0 of the THP (collapse must clear it and owes
 //! a TLB flush for it); slot 1 is pte_none and is the target of the uffd
-//! filler / guard installer.
+//! filler / poisoner / guard installer.
+//!
+//! `uffd_private = false` stands for every VMA that is not uffd-armed
+//! MAP_PRIVATE: not uffd-registered at all (guard markers), or uffd-registered
+//! MAP_SHARED shmem (UFFDIO_POISON); 7.3 takes the same path for both.
 
 use model::*;
 
 const UFFD: Actor = Actor::UffdCopy { slot: 1 };
 const GUARD: Actor = Actor::GuardInstall { slot: 1 };
+const POISON: Actor = Actor::UffdPoison { slot: 1 };
 const RECLAIM: Actor = Actor::PtReclaim;
 const PML: Actor = Actor::PmlHolder;
 
@@ -49,6 +54,7 @@ fn sanity_sequential_collapse_succeeds() {
         Protocol::HughV2,
         Protocol::Upstream73,
         Protocol::Ours,
+        Protocol::FixedC73,
     ] {
         for split in [true, false] {
             for uffd in [true, false] {
@@ -168,7 +174,7 @@ fn c_upstream_nonuffd_reclaim_split_holds() {
     // while collapse holds the folio lock.)
     let st = expect_holds(Config::new(Protocol::Upstream73, true, false).actor(RECLAIM).actor(PML));
     assert!(
-        st.table_reclaimed > 0 && st.outcomes.contains("Aborted(step 4: pmd changed)"),
+        st.table_reclaimed > 0 && st.saw_abort_because(ABORT_STEP4_PMD_CHANGED),
         "{st:?}"
     );
 }
@@ -190,6 +196,24 @@ fn c_upstream_finds_lost_guard_marker_nonuffd_nonsplit() {
 }
 
 #[test]
+fn c_upstream_finds_lost_poison_marker_shared_split() {
+    // UFFDIO_POISON on uffd-registered MAP_SHARED shmem: no early pmd_lock,
+    // the marker lands in the step 2 -> 4 window and is freed with the table.
+    expect_violation(
+        INV_LOST_ENTRY,
+        Config::new(Protocol::Upstream73, true, false).actor(POISON),
+    );
+}
+
+#[test]
+fn c_upstream_finds_lost_poison_marker_shared_nonsplit() {
+    expect_violation(
+        INV_LOST_ENTRY,
+        Config::new(Protocol::Upstream73, false, false).actor(POISON),
+    );
+}
+
+#[test]
 fn c_upstream_finds_wrong_table_removal_nonuffd_nonsplit_reclaim() {
     // ptl == pml: 7.3 skips the step-4 pmd_same recheck, so a PT_RECLAIM free
     // in the window makes collapse clear/free a pmd it no longer maps.
@@ -201,39 +225,50 @@ fn c_upstream_finds_wrong_table_removal_nonuffd_nonsplit_reclaim() {
 
 // ---- (d) ours ------------------------------------------------------------------
 
+/// (d) must hold; with split ptlocks its trylock(pml) must have failed and the
+/// relock + pmd_same + rescan path must have aborted at least once; with
+/// ptl == pml there is no trylock at all, and an abort must have been seen.
+fn expect_ours_holds(cfg: Config) -> Stats {
+    let split = cfg.split_ptlocks;
+    let st = expect_holds(cfg);
+    if split {
+        assert!(st.trylock_failed > 0 && st.rescan_abort > 0, "{st:?}");
+    } else {
+        assert!(st.trylock_failed == 0 && st.saw_abort(), "{st:?}");
+    }
+    st
+}
+
 #[test]
 fn d_ours_uffd_private_split_holds() {
     // The (b) scenario: trylock fails, uffd fills slot 1 in the window, the
     // rescan aborts -- with the cumulative count the flush is not lost.
-    let st = expect_holds(
+    expect_ours_holds(
         Config::new(Protocol::Ours, true, true)
             .actor(UFFD)
             .actor(PML)
             .actor(RECLAIM),
     );
-    assert!(st.trylock_failed > 0 && st.rescan_abort > 0, "{st:?}");
 }
 
 #[test]
 fn d_ours_uffd_private_guard_split_holds() {
-    let st = expect_holds(
+    expect_ours_holds(
         Config::new(Protocol::Ours, true, true)
             .actor(UFFD)
             .actor(GUARD)
             .actor(PML),
     );
-    assert!(st.trylock_failed > 0 && st.rescan_abort > 0, "{st:?}");
 }
 
 #[test]
 fn d_ours_uffd_private_nonsplit_holds() {
-    let st = expect_holds(
+    expect_ours_holds(
         Config::new(Protocol::Ours, false, true)
             .actor(UFFD)
             .actor(GUARD)
             .actor(RECLAIM),
     );
-    assert!(st.trylock_failed == 0 && st.saw_abort(), "{st:?}");
 }
 
 #[test]
@@ -248,14 +283,13 @@ fn d_ours_nonuffd_split_holds() {
         .actor(RECLAIM)
         .realloc(true);
     cfg.min_preemptions = Some(3);
-    let st = expect_holds(cfg);
-    assert!(st.trylock_failed > 0 && st.rescan_abort > 0, "{st:?}");
-    assert!(st.outcomes.contains("Aborted(pmd_same failed after relock)"), "{st:?}");
+    let st = expect_ours_holds(cfg);
+    assert!(st.saw_abort_because("pmd_same failed after relock"), "{st:?}");
 }
 
 #[test]
 fn d_ours_nonuffd_nonsplit_holds() {
-    expect_holds(
+    expect_ours_holds(
         Config::new(Protocol::Ours, false, false)
             .actor(GUARD)
             .actor(RECLAIM)
@@ -269,23 +303,37 @@ fn d_ours_reclaim_in_fallback_window_split_holds() {
     // ptl to take pml (bound 3 needed, see README).
     let mut cfg = Config::new(Protocol::Ours, true, false).actor(PML).actor(RECLAIM);
     cfg.min_preemptions = Some(3);
-    let st = expect_holds(cfg);
-    assert!(st.outcomes.contains("Aborted(pmd_same failed after relock)"), "{st:?}");
+    let st = expect_ours_holds(cfg);
+    assert!(st.saw_abort_because("pmd_same failed after relock"), "{st:?}");
+}
+
+#[test]
+fn d_ours_shared_poison_split_holds() {
+    // UFFDIO_POISON on uffd-registered MAP_SHARED shmem lands in the
+    // trylock-fallback window; the rescan aborts on the marker.
+    expect_ours_holds(Config::new(Protocol::Ours, true, false).actor(POISON).actor(PML));
+}
+
+#[test]
+fn d_ours_shared_poison_nonsplit_holds() {
+    expect_ours_holds(
+        Config::new(Protocol::Ours, false, false)
+            .actor(POISON)
+            .actor(RECLAIM)
+            .realloc(true),
+    );
 }
 
 #[test]
 fn d_ours_uffd_realloc_split_holds() {
-    let st = expect_holds(
+    let st = expect_ours_holds(
         Config::new(Protocol::Ours, true, true)
             .actor(UFFD)
             .actor(PML)
             .actor(RECLAIM)
             .realloc(true),
     );
-    assert!(
-        st.trylock_failed > 0 && st.table_reclaimed > 0 && st.saw_abort(),
-        "{st:?}"
-    );
+    assert!(st.table_reclaimed > 0, "{st:?}");
 }
 
 // ---- deadlock detection is live ------------------------------------------------
@@ -311,4 +359,96 @@ fn ours_without_same_lock_skip_finds_deadlock_nonsplit() {
     // With SPLIT_PTE_PTLOCKS off, ptl == pml: spin_trylock() of the lock we
     // hold always fails, and the fallback then spins on it forever.
     expect_violation(LOOM_DEADLOCK, Config::new(Protocol::OursNoSameLockSkip, false, false));
+}
+
+// ---- (e) 7.3 + the two C fixes ---------------------------------------------------
+
+/// (e) on a uffd-armed private VMA: the early pmd_lock path, which is (c)'s;
+/// an installer can only land before step 2 (and makes collapse abort).
+fn expect_fixed_c73_uffd_private_holds(split: bool, other: Actor) {
+    let st = expect_holds(
+        Config::new(Protocol::FixedC73, split, true)
+            .actor(UFFD)
+            .actor(other)
+            .actor(RECLAIM),
+    );
+    assert!(st.saw_abort(), "{st:?}");
+}
+
+/// (e) on any other VMA (not uffd-registered, or uffd-registered MAP_SHARED):
+/// `installer` and PT_RECLAIM (+ a new table if `realloc`) race the step 2 -> 4
+/// window, the PML holder contends pml.  Both step-4 aborts must have been
+/// taken: Fix B's rescan (the installer's entry in the window) and the
+/// `pmd_same` recheck (the reclaimed table; Fix A when ptl == pml).
+fn expect_fixed_c73_window_holds(split: bool, installer: Actor, realloc: bool) {
+    let st = expect_holds(
+        Config::new(Protocol::FixedC73, split, false)
+            .actor(installer)
+            .actor(PML)
+            .actor(RECLAIM)
+            .realloc(realloc),
+    );
+    assert!(
+        st.saw_abort_because(ABORT_STEP4_RESCAN)
+            && st.saw_abort_because(ABORT_STEP4_PMD_CHANGED)
+            && st.table_reclaimed > 0
+            && (st.table_reallocated > 0) == realloc,
+        "{st:?}"
+    );
+}
+
+#[test]
+fn e_fixed_c73_uffd_private_split_holds() {
+    expect_fixed_c73_uffd_private_holds(true, PML);
+}
+
+#[test]
+fn e_fixed_c73_uffd_private_nonsplit_holds() {
+    expect_fixed_c73_uffd_private_holds(false, POISON);
+}
+
+#[test]
+fn e_fixed_c73_nonuffd_guard_split_holds() {
+    expect_fixed_c73_window_holds(true, GUARD, true);
+}
+
+#[test]
+fn e_fixed_c73_nonuffd_guard_nonsplit_holds() {
+    expect_fixed_c73_window_holds(false, GUARD, true);
+}
+
+#[test]
+fn e_fixed_c73_shared_poison_split_holds() {
+    expect_fixed_c73_window_holds(true, POISON, false);
+}
+
+#[test]
+fn e_fixed_c73_shared_poison_nonsplit_holds() {
+    expect_fixed_c73_window_holds(false, POISON, false);
+}
+
+#[test]
+fn e_fix_a_only_finds_lost_guard_marker_split() {
+    expect_violation(
+        INV_LOST_ENTRY,
+        Config::new(Protocol::C73FixAOnly, true, false).actor(GUARD),
+    );
+}
+
+#[test]
+fn e_fix_a_only_finds_lost_guard_marker_nonsplit() {
+    expect_violation(
+        INV_LOST_ENTRY,
+        Config::new(Protocol::C73FixAOnly, false, false).actor(GUARD),
+    );
+}
+
+#[test]
+fn e_fix_b_only_finds_wrong_table_removal_nonsplit_reclaim() {
+    // The rescan of the (already reclaimed, all-none) table passes; without
+    // Fix A nothing notices that the pmd no longer maps it.
+    expect_violation(
+        INV_WRONG_TABLE,
+        Config::new(Protocol::C73FixBOnly, false, false).actor(RECLAIM),
+    );
 }
