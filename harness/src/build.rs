@@ -65,31 +65,6 @@ pub fn warnings(log: &str) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_rustc_and_clang_warnings() {
-        let log = "  CLIPPY L rust/kernel.o
-warning: unnecessary `unsafe` block
-   --> /t/rust/kernel/kunit.rs:73:30
-    |
-warning: 12 warnings emitted
-
-  CC      mm/khugepaged.o
-/t/mm/khugepaged.c:12:5: warning: unused variable 'x' [-Wunused-variable]
-  LD      vmlinux
-";
-        assert_eq!(
-            super::warnings(log),
-            [
-                "/t/rust/kernel/kunit.rs:73:30: unnecessary `unsafe` block",
-                "/t/mm/khugepaged.c:12:5: warning: unused variable 'x' [-Wunused-variable]"
-            ]
-        );
-        assert!(super::warnings("  CC mm/khugepaged.o\n  LD vmlinux\n").is_empty());
-    }
-}
-
 /// Build the mm selftests the guest runs, statically, against this tree's
 /// headers. Returns the directory holding the binaries.
 pub fn selftests(layout: &Layout, tree: &Path, build: &Path, programs: &[&str]) -> Result<(PathBuf, Duration)> {
@@ -119,4 +94,29 @@ pub fn selftests(layout: &Layout, tree: &Path, build: &Path, programs: &[&str]) 
     let t2 = cmd::logged("build selftests", &mut c, &log, None)
         .with_context(|| format!("building {} statically", programs.join(", ")))?;
     Ok((out, t1 + t2))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_rustc_and_clang_warnings() {
+        let log = "  CLIPPY L rust/kernel.o
+warning: unnecessary `unsafe` block
+   --> /t/rust/kernel/kunit.rs:73:30
+    |
+warning: 12 warnings emitted
+
+  CC      mm/khugepaged.o
+/t/mm/khugepaged.c:12:5: warning: unused variable 'x' [-Wunused-variable]
+  LD      vmlinux
+";
+        assert_eq!(
+            super::warnings(log),
+            [
+                "/t/rust/kernel/kunit.rs:73:30: unnecessary `unsafe` block",
+                "/t/mm/khugepaged.c:12:5: warning: unused variable 'x' [-Wunused-variable]"
+            ]
+        );
+        assert!(super::warnings("  CC mm/khugepaged.o\n  LD vmlinux\n").is_empty());
+    }
 }

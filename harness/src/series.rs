@@ -238,6 +238,23 @@ struct Split {
     fixes: Vec<String>,
     mailed: Vec<String>,
     local: Vec<String>,
+    /// Subjects of the mailed and local commits, to catch a fix that lost its note.
+    unmarked_subjects: Vec<(String, String)>,
+}
+
+/// The `Subject:` of a format-patch file, without the `[PATCH]` prefix.
+fn patch_subject(text: &str) -> Option<String> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Subject: "));
+    let mut subject = lines.next()?.trim_start_matches("Subject: ").to_string();
+    // Folded header lines continue with whitespace.
+    for l in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+        subject.push_str(l);
+    }
+    let subject = subject.trim();
+    Some(match subject.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((_, rest)) => rest.to_string(),
+        None => subject.to_string(),
+    })
 }
 
 /// Commits since the base split into stacks: those with the `fixes` note
@@ -270,10 +287,12 @@ fn split_commits(tree: &Path) -> Result<Split> {
         } else if !note.is_empty() {
             bail!("commit {id} \"{subject}\" has the {STACK_NOTES} note \"{note}\"; the only stack note is \"{FIXES_NOTE}\"");
         } else if subject.starts_with(LOCAL_PREFIX) {
+            split.unmarked_subjects.push((id.clone(), subject.to_string()));
             split.local.push(id);
         } else if !split.local.is_empty() {
             bail!("commit {id} \"{subject}\" comes after a LOCAL: commit; move local-only commits to the end");
         } else {
+            split.unmarked_subjects.push((id.clone(), subject.to_string()));
             split.mailed.push(id);
         }
     }
@@ -319,6 +338,22 @@ pub struct Exported {
 /// `patches/local/`.
 pub fn export_to(tree: &Path, patches: &Path) -> Result<Exported> {
     let split = split_commits(tree)?;
+    // A fix whose note got lost (a tool that rewrote it without notes.rewriteRef) would move
+    // into the RFC series without a word: refuse instead.
+    if let Ok(stack) = Stack::load(&fixes_dir(patches)) {
+        for p in stack.paths() {
+            let Some(fix) = fs::read_to_string(&p).ok().as_deref().and_then(patch_subject) else {
+                continue;
+            };
+            if let Some((id, _)) = split.unmarked_subjects.iter().find(|(_, s)| *s == fix) {
+                bail!(
+                    "commit {id} \"{fix}\" is a patch of {} but has no {STACK_NOTES} note; \
+                     mark it with `git notes --ref={STACK_NOTES} add -f -m {FIXES_NOTE} {id}`",
+                    fixes_dir(patches).display()
+                );
+            }
+        }
+    }
     let after_fixes = split.fixes.last().cloned().unwrap_or_else(|| BASE_TAG.to_string());
     let after_mailed = split.mailed.last().cloned().unwrap_or_else(|| after_fixes.clone());
     Ok(Exported {
@@ -511,6 +546,12 @@ mod tests {
         git(&tree, &["notes", &notes, "add", "-m", FIXES_NOTE, "HEAD"]);
         let err = export_to(&tree, &t.path().join("p3")).unwrap_err().to_string();
         assert!(err.contains("marked as a fix but comes after"), "{err}");
+        // And a fix of patches/fixes/ that lost its note.
+        git(&tree, &["reset", "-q", "--hard", "HEAD~1"]);
+        git(&tree, &["notes", &notes, "remove", "HEAD~1"]);
+        let err = export_to(&tree, &patches).unwrap_err().to_string();
+        assert!(err.contains("\"mm: a fix\" is a patch of"), "{err}");
+        assert_eq!(patch_subject("Subject: [PATCH v2 1/3] mm: folded\n subject\n\nbody"), Some("mm: folded subject".into()));
     }
 }
 

@@ -1,0 +1,189 @@
+//! Recipients: get_maintainer.pl output, To and Cc.
+
+use std::collections::BTreeSet;
+
+/// Everyone else get_maintainer names is Cc.
+pub const TO_LIST: &str = "linux-mm@kvack.org";
+pub const TO_AKPM: &str = "Andrew Morton <akpm@linux-foundation.org>";
+
+/// People of the 2023 thread and of the 7.3 code the series builds on, Cc'd
+/// whatever files the series touches (addresses as in 7.3.4's MAINTAINERS):
+/// Jann Horn found the bug and proposed this locking; Hugh Dickins wrote
+/// both fixes; Peter Xu reviewed them; Qi Zheng wrote
+/// pte_offset_map_rw_nolock() and PT_RECLAIM, whose pmd_same() rechecks the
+/// Rust path keeps.
+pub const EXTRA_CC: &[&str] = &[
+    "Jann Horn <jannh@google.com>",
+    "Hugh Dickins <hughd@google.com>",
+    "Peter Xu <peterx@redhat.com>",
+    "Qi Zheng <qi.zheng@linux.dev>",
+];
+
+// ---------------------------------------------------------------------------
+// Recipients
+
+/// One line of `get_maintainer.pl` output: the address as printed and the
+/// role in parentheses (empty with --no-rolestats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub addr: String,
+    pub role: String,
+}
+
+pub fn parse_get_maintainer(out: &str) -> Vec<Entry> {
+    let mut v = Vec::new();
+    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // The role is the last balanced `( ... )` group.
+        let (addr, role) = if line.ends_with(')') {
+            let mut depth = 0;
+            let mut start = None;
+            for (i, ch) in line.char_indices().rev() {
+                match ch {
+                    ')' => depth += 1,
+                    '(' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            start = Some(i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            match start {
+                Some(i) if line[..i].contains('@') => (line[..i].trim(), &line[i + 1..line.len() - 1]),
+                _ => (line, ""),
+            }
+        } else {
+            (line, "")
+        };
+        if !addr.contains('@') {
+            continue;
+        }
+        v.push(Entry {
+            addr: addr.to_string(),
+            role: role.to_string(),
+        });
+    }
+    v
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recipients {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+}
+
+/// To: linux-mm and Andrew Morton; Cc: everyone else get_maintainer names
+/// (maintainers, reviewers, lists) and `extra`; each address once.
+pub fn recipients(entries: &[Entry], extra: &[&str]) -> Recipients {
+    let mut seen = BTreeSet::new();
+    let mut r = Recipients::default();
+    let akpm = entries
+        .iter()
+        .find(|e| email_of(&e.addr) == email_of(TO_AKPM))
+        .map(|e| e.addr.clone())
+        .unwrap_or_else(|| TO_AKPM.to_string());
+    for a in [TO_LIST.to_string(), akpm] {
+        seen.insert(email_of(&a));
+        r.to.push(a);
+    }
+    for a in entries.iter().map(|e| e.addr.as_str()).chain(extra.iter().copied()) {
+        if seen.insert(email_of(a)) {
+            r.cc.push(a.to_string());
+        }
+    }
+    r
+}
+
+pub fn print_recipients(r: &Recipients, entries: &[Entry]) {
+    let role = |a: &str| {
+        entries
+            .iter()
+            .find(|e| email_of(&e.addr) == email_of(a))
+            .map(|e| e.role.clone())
+            .unwrap_or_else(|| "2023 thread / 7.3 code, see mail::EXTRA_CC".into())
+    };
+    println!("To ({}):", r.to.len());
+    for a in &r.to {
+        println!("  {a}  [{}]", role(a));
+    }
+    println!("Cc ({}):", r.cc.len());
+    for a in &r.cc {
+        println!("  {a}  [{}]", role(a));
+    }
+}
+
+/// The address inside `Name <addr>` (or the whole thing).
+pub fn email_of(addr: &str) -> String {
+    match (addr.rfind('<'), addr.rfind('>')) {
+        (Some(a), Some(b)) if a < b => addr[a + 1..b].trim().to_ascii_lowercase(),
+        _ => addr.trim().to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const GM_SELFTEST: &str = include_str!("../../tests/fixtures/get_maintainer-0001-selftest.txt");
+    const GM_SERIES: &str = include_str!("../../tests/fixtures/get_maintainer-series-files.txt");
+
+    #[test]
+    fn get_maintainer_output_becomes_to_and_cc() {
+        let e = parse_get_maintainer(GM_SELFTEST);
+        assert_eq!(e.len(), 21);
+        assert_eq!(e[0].addr, "Andrew Morton <akpm@linux-foundation.org>");
+        assert_eq!(e[0].role, "maintainer:MEMORY MANAGEMENT - THP (TRANSPARENT HUGE PAGE)");
+        assert_eq!(e[4].addr, "\"Liam R. Howlett\" <liam@infradead.org>");
+        let lkml = e.iter().find(|x| x.addr == "linux-kernel@vger.kernel.org").unwrap();
+        assert_eq!(lkml.role, "open list");
+        let r = recipients(&e, EXTRA_CC);
+        assert_eq!(
+            r.to,
+            vec![
+                TO_LIST.to_string(),
+                "Andrew Morton <akpm@linux-foundation.org>".to_string()
+            ]
+        );
+        assert!(r.cc.contains(&"Shuah Khan <shuah@kernel.org>".to_string()));
+        assert!(r.cc.contains(&"linux-kselftest@vger.kernel.org".to_string()));
+        assert!(r.cc.contains(&"Jann Horn <jannh@google.com>".to_string()));
+        assert!(!r
+            .cc
+            .iter()
+            .any(|a| email_of(a) == "linux-mm@kvack.org" || email_of(a) == "akpm@linux-foundation.org"));
+        // 21 entries - 2 in To + 4 extra.
+        assert_eq!(r.cc.len(), 19 + EXTRA_CC.len());
+
+        // The series' files: mm-Rust, Rust, userfaultfd-free, docs; the
+        // rust-for-linux list; no address twice (Lorenzo is in two sections,
+        // Peter Xu both in get_maintainer's output and in EXTRA_CC).
+        let e = parse_get_maintainer(GM_SERIES);
+        let r = recipients(&e, &["Peter Xu <peterx@redhat.com>", "Jann Horn <jannh@google.com>"]);
+        for want in [
+            "Alice Ryhl <aliceryhl@google.com>",
+            "Miguel Ojeda <ojeda@kernel.org>",
+            "rust-for-linux@vger.kernel.org",
+            "\"Onur Özkan\" <work@onurozkan.dev>",
+            "Lorenzo Stoakes <ljs@kernel.org>",
+        ] {
+            assert!(r.cc.iter().any(|a| a == want), "{want} missing from {:?}", r.cc);
+        }
+        let emails: Vec<String> = r.to.iter().chain(&r.cc).map(|a| email_of(a)).collect();
+        let unique: BTreeSet<&String> = emails.iter().collect();
+        assert_eq!(unique.len(), emails.len(), "{emails:?}");
+        assert!(e.iter().any(|x| x.role == "maintainer:MEMORY MANAGEMENT - RUST"));
+        // Without roles, the same addresses.
+        let bare: String = GM_SELFTEST
+            .lines()
+            .map(|l| format!("{}\n", parse_get_maintainer(l)[0].addr))
+            .collect();
+        assert_eq!(
+            parse_get_maintainer(&bare).iter().map(|x| &x.addr).collect::<Vec<_>>(),
+            parse_get_maintainer(GM_SELFTEST)
+                .iter()
+                .map(|x| &x.addr)
+                .collect::<Vec<_>>()
+        );
+    }
+}
