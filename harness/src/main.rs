@@ -98,7 +98,7 @@ struct RunOpts {
     #[arg(long, value_enum, default_value = "auto")]
     accel: guest::Accel,
     /// Hard limit for the guest, in seconds.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1800)]
     timeout: u64,
     /// Extra file for the guest, `HOST_PATH[:NAME]`, placed in /khrs.
     #[arg(long = "file")]
@@ -412,7 +412,7 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
                 mailed_only: false,
             },
             accel,
-            timeout: 900,
+            timeout: 1800,
             files: Vec::new(),
             no_khugepaged: false,
             append: String::new(),
