@@ -96,11 +96,17 @@ pub fn pack(spec: &Initramfs, dir: &Path) -> Result<PathBuf> {
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let out = dir.join("initramfs.cpio.gz");
-    cmd::output(Command::new("sh").current_dir(&root).arg("-c").arg(format!(
+    cpio_gz(&root, &out)?;
+    Ok(out)
+}
+
+/// Pack the directory `root` into `out`, a gzipped newc cpio owned by root.
+pub fn cpio_gz(root: &Path, out: &Path) -> Result<()> {
+    cmd::output(Command::new("sh").current_dir(root).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 > '{}'",
         out.display()
     )))?;
-    Ok(out)
+    Ok(())
 }
 
 /// A swap disk and an ext4 disk, sparse, made fresh for each run.
@@ -152,7 +158,7 @@ pub struct BootOutcome {
     pub seconds: f64,
 }
 
-fn qemu(b: &Boot, accel: Accel) -> Command {
+pub fn qemu(b: &Boot, accel: Accel) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     match accel {
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
