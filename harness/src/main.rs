@@ -10,6 +10,7 @@ mod cmd;
 mod config;
 mod control;
 mod guest;
+mod heartbeat;
 mod ktap;
 mod layout;
 mod mail;
