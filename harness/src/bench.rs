@@ -763,7 +763,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         tests: dir.join("tests.log"),
         extra_args: &extra,
     };
-    let accel = guest::resolve_accel(&boot);
+    let accel = guest::resolve_accel(&boot)?;
     let mode = match &o.icount {
         Some(s) => format!("{accel:?} -icount shift={s} (single-threaded TCG), 2 vCPUs"),
         None if accel == guest::Accel::Tcg => "TCG (multi-threaded), 2 vCPUs".to_string(),

@@ -3,12 +3,15 @@
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::heartbeat::{self, Heartbeat};
 
 pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
@@ -67,19 +70,100 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-pub fn stage_bar(stage: &str) -> ProgressBar {
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg}")
-            .expect("static template"),
-    );
-    pb.set_prefix(stage.to_string());
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
+/// The last non-empty line of a text file (of its last 64 KiB, so that a
+/// big build log is cheap to poll), trimmed; None if there is none.
+pub fn last_line(path: &Path) -> Option<String> {
+    const TAIL_BYTES: u64 = 64 << 10;
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf)
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// Is standard error a terminal? If not (CI, a pipe), the spinners draw
+/// nothing and a stage prints its start, a heartbeat and its end instead.
+fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A stage's spinner (the methods of [`ProgressBar`] through `Deref`). When
+/// standard error is not a terminal it prints `  <stage>: started`, every
+/// 45 s a heartbeat line (see [`heartbeat`]) and `  <stage>: ended after Ns`.
+pub struct Stage {
+    bar: ProgressBar,
+    name: String,
+    start: Instant,
+    beat: Mutex<Option<Heartbeat>>,
+}
+
+impl Stage {
+    fn new(stage: &str, source: impl FnOnce(&ProgressBar) -> heartbeat::Source) -> Stage {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {prefix:.bold} {wide_msg}")
+                .expect("static template"),
+        );
+        bar.set_prefix(stage.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let start = Instant::now();
+        let beat = (!stderr_is_terminal()).then(|| {
+            eprintln!("  {stage}: started");
+            Heartbeat::start(stage, source(&bar), start, heartbeat::INTERVAL, |l| eprintln!("{l}"))
+        });
+        Stage {
+            bar,
+            name: stage.to_string(),
+            start,
+            beat: Mutex::new(beat),
+        }
+    }
+
+    /// Stop the spinner (and the heartbeat); without a terminal, print
+    /// `  <stage>: <how> after Ns` unless `how` is None.
+    fn end(&self, how: Option<&str>) {
+        let beat = self.beat.lock().map(|mut b| b.take()).unwrap_or(None);
+        self.bar.finish_and_clear();
+        if let Some(b) = beat {
+            b.stop();
+            if let Some(how) = how {
+                eprintln!("  {}: {how} after {}s", self.name, self.start.elapsed().as_secs());
+            }
+        }
+    }
+
+    pub fn finish_and_clear(&self) {
+        self.end(Some("ended"));
+    }
+}
+
+impl std::ops::Deref for Stage {
+    type Target = ProgressBar;
+    fn deref(&self) -> &ProgressBar {
+        &self.bar
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        self.end(Some("ended"));
+    }
+}
+
+/// A spinner for a stage whose progress is its message.
+pub fn stage_bar(stage: &str) -> Stage {
+    Stage::new(stage, |bar| heartbeat::Source::Bar(bar.downgrade()))
 }
 
 /// Run a long step with its output in `log`, a spinner showing the stage,
-/// elapsed time and the log's last line; on failure, the log's tail.
+/// elapsed time and the log's last line (without a terminal: the start, a
+/// heartbeat every 45 s with the log's last line, the end); on failure,
+/// the log's tail.
 pub fn logged(stage: &str, cmd: &mut Command, log: &Path, timeout: Option<Duration>) -> Result<Duration> {
     use wait_timeout::ChildExt;
     let f = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -90,18 +174,18 @@ pub fn logged(stage: &str, cmd: &mut Command, log: &Path, timeout: Option<Durati
         .stderr(f)
         .spawn()
         .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
-    let pb = stage_bar(stage);
+    let pb = Stage::new(stage, |_| heartbeat::Source::Log(log.to_path_buf()));
     let status = loop {
         if let Some(st) = child.wait_timeout(Duration::from_millis(500))? {
             break st;
         }
-        let last = tail(log, 1);
+        let last = last_line(log).unwrap_or_default();
         pb.set_message(last.chars().take(100).collect::<String>());
         if let Some(t) = timeout {
             if start.elapsed() > t {
                 let _ = child.kill();
                 let _ = child.wait();
-                pb.finish_and_clear();
+                pb.end(Some("timed out"));
                 bail!(
                     "{stage}: timed out after {}s and was killed; last lines of {}:\n{}",
                     t.as_secs(),
@@ -111,15 +195,41 @@ pub fn logged(stage: &str, cmd: &mut Command, log: &Path, timeout: Option<Durati
             }
         }
     };
-    pb.finish_and_clear();
     let took = start.elapsed();
     if !status.success() {
+        pb.end(Some("failed"));
         bail!(
             "{stage} failed ({status}); full log {}; last lines:\n{}",
             log.display(),
             tail(log, 40)
         );
     }
+    pb.end(None);
     eprintln!("  {stage}: done in {:.1}s", took.as_secs_f64());
     Ok(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_is_the_last_non_empty_one() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("build.log");
+        assert_eq!(last_line(&log), None, "no file");
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(last_line(&log), None, "empty file");
+        std::fs::write(&log, "  CC      mm/memory.o\n  CC      mm/khugepaged.o\n\n   \n").unwrap();
+        assert_eq!(last_line(&log).as_deref(), Some("CC      mm/khugepaged.o"));
+        std::fs::write(&log, "first\nno newline at the end").unwrap();
+        assert_eq!(last_line(&log).as_deref(), Some("no newline at the end"));
+        std::fs::write(&log, "progress 10%\rprogress 90%\r").unwrap();
+        assert_eq!(last_line(&log).as_deref(), Some("progress 90%"));
+        // A log bigger than the part that is read.
+        let mut big = "  LD      vmlinux.o\n".repeat(10_000);
+        big.push_str("  BUILD   arch/x86/boot/bzImage\n");
+        std::fs::write(&log, big).unwrap();
+        assert_eq!(last_line(&log).as_deref(), Some("BUILD   arch/x86/boot/bzImage"));
+    }
 }

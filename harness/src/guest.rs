@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cmd;
+use crate::{accel, cmd};
 
 /// One command the guest runs, with the name the verdict reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,11 +96,17 @@ pub fn pack(spec: &Initramfs, dir: &Path) -> Result<PathBuf> {
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let out = dir.join("initramfs.cpio.gz");
-    cmd::output(Command::new("sh").current_dir(&root).arg("-c").arg(format!(
+    cpio_gz(&root, &out)?;
+    Ok(out)
+}
+
+/// Pack the directory `root` into `out`, a gzipped newc cpio owned by root.
+pub fn cpio_gz(root: &Path, out: &Path) -> Result<()> {
+    cmd::output(Command::new("sh").current_dir(root).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 > '{}'",
         out.display()
     )))?;
-    Ok(out)
+    Ok(())
 }
 
 /// A swap disk and an ext4 disk, sparse, made fresh for each run.
@@ -124,7 +130,7 @@ pub fn disks(dir: &Path) -> Result<Vec<PathBuf>> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum Accel {
-    /// KVM if a probe boot works, else TCG.
+    /// KVM if /dev/kvm opens and a probe guest boots under it, else TCG.
     Auto,
     Kvm,
     Tcg,
@@ -152,7 +158,7 @@ pub struct BootOutcome {
     pub seconds: f64,
 }
 
-fn qemu(b: &Boot, accel: Accel) -> Command {
+pub fn qemu(b: &Boot, accel: Accel) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     match accel {
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
@@ -178,30 +184,17 @@ fn qemu(b: &Boot, accel: Accel) -> Command {
     c
 }
 
-/// Does a KVM guest reach /init? `/dev/kvm` existing is not enough: on
-/// nested software hypervisors it exists and cannot run a guest.
-fn kvm_works(b: &Boot) -> bool {
-    if !Path::new("/dev/kvm").exists() {
-        return false;
-    }
-    let probe = Boot {
-        timeout: Duration::from_secs(60),
-        console: b.console.with_extension("kvm-probe"),
-        tests: b.tests.with_extension("kvm-probe"),
-        ..*b
-    };
-    matches!(run(&probe, Accel::Kvm), Ok(o) if !o.timed_out && o.exit_code == Some(0))
-        && fs::read_to_string(&probe.tests)
-            .map(|t| t.contains("KHRS-CPUS"))
-            .unwrap_or(false)
-}
-
-pub fn resolve_accel(b: &Boot) -> Accel {
-    match b.accel {
-        Accel::Auto if kvm_works(b) => Accel::Kvm,
-        Accel::Auto => Accel::Tcg,
-        a => a,
-    }
+/// The accelerator to boot `b` with: `--accel tcg` as asked; otherwise KVM
+/// only if /dev/kvm opens and a tiny probe guest (see [`accel`]) boots under
+/// it and sees all `b.cpus` CPUs. Prints the choice and why. `--accel kvm`
+/// that cannot work is an error, not a silent fallback.
+pub fn resolve_accel(b: &Boot) -> Result<Accel> {
+    let dir = b.console.parent().unwrap_or_else(|| Path::new(".")).join("kvm-probe");
+    let choice = accel::choose(b.accel, &accel::kvm_device(Path::new("/dev/kvm")), || {
+        accel::run_probe(b.kernel, &dir, b.cpus, Accel::Kvm, accel::PROBE_TIMEOUT)
+    })?;
+    eprintln!("  {choice}");
+    Ok(choice.accel)
 }
 
 /// Boot and wait, killing QEMU at the timeout. The spinner shows the test

@@ -2,6 +2,7 @@
 //! Linux 7.3. Thin orchestration around kbuild, kselftest, QEMU and git.
 
 mod ab;
+mod accel;
 mod base;
 mod bench;
 mod build;
@@ -9,6 +10,7 @@ mod cmd;
 mod config;
 mod control;
 mod guest;
+mod heartbeat;
 mod ktap;
 mod layout;
 mod mail;
@@ -346,7 +348,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
         tests: dir.join("tests.log"),
         extra_args: &[],
     };
-    let accel = guest::resolve_accel(&boot);
+    let accel = guest::resolve_accel(&boot)?;
     eprintln!("  guest: {:?}, 2 vCPUs, logs in {}", accel, dir.display());
     let outcome = timed(&mut stages, "boot+run", || guest::run(&boot, accel))?;
     for d in &disks {
