@@ -452,7 +452,15 @@ pub fn apply(layout: &Layout, with_local: bool, force: bool) -> Result<PathBuf> 
         if *is_fix {
             cmd::output(&mut cmd::git(
                 &wt,
-                ["notes", &format!("--ref={STACK_NOTES}"), "add", "-f", "-m", FIXES_NOTE, "HEAD"],
+                [
+                    "notes",
+                    &format!("--ref={STACK_NOTES}"),
+                    "add",
+                    "-f",
+                    "-m",
+                    FIXES_NOTE,
+                    "HEAD",
+                ],
             ))?;
         }
     }
@@ -508,7 +516,18 @@ mod tests {
         // A rebase keeps the note on the rewritten fix (notes.rewriteRef).
         fs::write(tree.join("h"), "fix, amended\n").unwrap();
         git(&tree, &["commit", "-q", "-a", "--fixup=HEAD~2"]);
-        git(&tree, &["-c", "sequence.editor=true", "rebase", "-q", "-i", "--autosquash", BASE_TAG]);
+        git(
+            &tree,
+            &[
+                "-c",
+                "sequence.editor=true",
+                "rebase",
+                "-q",
+                "-i",
+                "--autosquash",
+                BASE_TAG,
+            ],
+        );
         let e = export_to(&tree, &patches).unwrap();
         assert_eq!((e.fixes.len(), e.mailed.len(), e.local.len()), (1, 1, 1));
         assert!(fs::read_to_string(patches.join("fixes/0001-mm-a-fix.patch"))
@@ -551,7 +570,10 @@ mod tests {
         git(&tree, &["notes", &notes, "remove", "HEAD~1"]);
         let err = export_to(&tree, &patches).unwrap_err().to_string();
         assert!(err.contains("\"mm: a fix\" is a patch of"), "{err}");
-        assert_eq!(patch_subject("Subject: [PATCH v2 1/3] mm: folded\n subject\n\nbody"), Some("mm: folded subject".into()));
+        assert_eq!(
+            patch_subject("Subject: [PATCH v2 1/3] mm: folded\n subject\n\nbody"),
+            Some("mm: folded subject".into())
+        );
     }
 }
 
