@@ -66,7 +66,7 @@ enum Command {
     /// `[RFC PATCH vN 0/6]` on top) into work/mail/<series>/vN: checkpatch,
     /// subjects, trailers, kernel-doc, per-patch builds, get_maintainer, then
     /// `git send-email --dry-run` (a real send needs --signoff, --send and
-    /// --smtp-server).
+    /// --smtp-server); `--report`: the maintainers-only reports.
     Mail(mail::Opts),
     /// Benchmark the C and Rust try_collapse_pte_mapped_thp() in one boot
     /// (guest/bench/collapse_bench.c, alternating rounds via the debugfs switch).

@@ -1,4 +1,5 @@
-//! `cargo harness mail`: the two mailed series for linux-mm.
+//! `cargo harness mail`: the two mailed series for linux-mm, and the
+//! maintainers-only report.
 //!
 //! Two series, mailed in this order ([`Mailing`]):
 //! - `--series fixes`: `patches/fixes/`, the C fixes and their selftests,
@@ -35,7 +36,9 @@
 //! once it is recorded, and the cover letter says which touched files differ
 //! between the two ([`base`]).
 //!
-//! [`loopback_round_trip`] sends both series to an SMTP
+//! [`report::run`] (`--report`) prepares the plain-text reports of
+//! `patches/fixes/report-*.txt` with their reproducer inline, to the
+//! maintainers only. [`loopback_round_trip`] sends both series to an SMTP
 //! sink on 127.0.0.1, applies what arrives onto a fresh clone of the base and
 //! checks that the resulting trees are the mail trees'.
 
@@ -44,6 +47,7 @@ mod checks;
 mod identity;
 mod loopback;
 mod recipients;
+mod report;
 
 pub use loopback::loopback_round_trip;
 
@@ -108,8 +112,13 @@ pub struct Opts {
     pub record_upstream: Option<PathBuf>,
     /// Only the loopback round trip (as in `cargo harness test`): both series
     /// to an SMTP sink on 127.0.0.1, `git am` what arrives, compare the trees.
-    #[arg(long, conflicts_with_all = ["send", "check_only", "signoff", "from", "assisted_by"])]
+    #[arg(long, conflicts_with_all = ["send", "check_only", "signoff", "from", "assisted_by", "report"])]
     pub loopback: bool,
+    /// The maintainers-only reports instead of a series: one mail per
+    /// patches/fixes/report-*.txt with its reproducer inline, in
+    /// work/mail/report/, to the maintainers of the fixed files, never a list.
+    #[arg(long, conflicts_with_all = ["record_upstream", "no_build_check", "signoff", "assisted_by"])]
+    pub report: bool,
 }
 
 /// The two mailed series.
@@ -284,6 +293,9 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
         return loopback_round_trip(layout);
     }
     let signing = Signing::from_opts(layout, o)?;
+    if o.report {
+        return report::run(layout, o, &signing);
+    }
     let m = Mailing::new(layout, o.series, o.version)?;
     if o.send {
         refuse_send_early(layout, &m, &signing, o)?;
