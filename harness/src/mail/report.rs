@@ -493,6 +493,30 @@ mod tests {
     }
 
     #[test]
+    fn no_report_is_an_error_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("patches/fixes")).unwrap();
+        let layout = Layout {
+            repo: dir.path().to_path_buf(),
+            cache: dir.path().join("cache"),
+        };
+        let o = <Opts as clap::FromArgMatches>::from_arg_matches(
+            &<Opts as clap::Args>::augment_args(clap::Command::new("mail")).get_matches_from(["mail", "--report"]),
+        )
+        .unwrap();
+        let s = Signing {
+            sender: super::super::identity::Identity::parse("Jane Developer <jane@kernel-dev.org>").unwrap(),
+            source: "test".into(),
+            problem: None,
+            signoff: false,
+            assisted_by: None,
+        };
+        let e = run(&layout, &o, &s).unwrap_err().to_string();
+        assert!(e.starts_with("no report:") && e.contains("report-*.txt"), "{e}");
+        assert!(!dir.path().join("work").exists(), "nothing prepared");
+    }
+
+    #[test]
     fn the_repository_reports_parse() {
         let layout = Layout::discover();
         for f in reports(&layout).unwrap() {
