@@ -64,9 +64,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         accel: guest::Accel,
     },
-    /// The mailed series as `[RFC PATCH vN]` mails in work/mail/vN: checkpatch,
-    /// subjects, Signed-off-by, kernel-doc, per-patch builds, get_maintainer,
-    /// then `git send-email --dry-run` (a real send needs --send and --smtp-server).
+    /// Mail a series (`--series fixes`: `[PATCH 0/4]`, first; `--series rfc`:
+    /// `[RFC PATCH vN 0/6]` on top) into work/mail/<series>/vN: checkpatch,
+    /// subjects, trailers, kernel-doc, per-patch builds, get_maintainer, then
+    /// `git send-email --dry-run` (a real send needs --signoff, --send and
+    /// --smtp-server); `--report`: the maintainers-only reports.
     Mail(mail::Opts),
     /// Benchmark the C and Rust try_collapse_pte_mapped_thp() in one boot
     /// (guest/bench/collapse_bench.c, alternating rounds via the debugfs switch).
@@ -400,7 +402,9 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
     ) {
         failed.push(format!("cargo test: {e:#}"));
     }
-    eprintln!("== mail loopback round trip (git send-email to 127.0.0.1, git am, compare trees)");
+    eprintln!(
+        "== mail loopback round trip (fixes, then the RFC on top: git send-email to 127.0.0.1, git am, compare trees)"
+    );
     if let Err(e) = base::ensure(layout).and_then(|_| mail::loopback_round_trip(layout)) {
         failed.push(format!("mail loopback round trip: {e:#}"));
     }

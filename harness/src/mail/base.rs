@@ -95,7 +95,9 @@ impl BaseReport {
         if self.commit.is_none() {
             lines.push(format!(
                 "[[TODO: upstream {} commit id unknown offline: run `cargo harness mail \
-                 --record-upstream <torvalds/linux clone>` to record it and the blob ids.]]",
+                 --record-upstream <torvalds/linux clone>` to record it and the blob ids; until \
+                 then the base-commit below is the local commit of Debian's tree, in no upstream \
+                 repository.]]",
                 self.tag
             ));
         }
@@ -260,4 +262,28 @@ pub fn unix_now() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     format!("unix time {s}")
+}
+
+/// `git patch-id --stable` of every commit of `range` in `tree`, oldest
+/// first: what `format-patch --base` writes as `prerequisite-patch-id:`.
+pub fn patch_ids(tree: &Path, range: &str) -> Result<Vec<String>> {
+    let log = cmd::output(&mut cmd::git(tree, ["log", "--reverse", "-p", "--no-color", range]))?;
+    let mut c = cmd::git(tree, ["patch-id", "--stable"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().context("cannot run git patch-id")?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("git patch-id has no stdin")?;
+        stdin.write_all(log.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("git patch-id failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect())
 }

@@ -122,11 +122,105 @@ pub fn email_of(addr: &str) -> String {
     }
 }
 
+/// The Linux kernel security team (Documentation/process/security-bugs.rst):
+/// Cc'd on a report that has two or fewer recipients.
+pub const SECURITY_TEAM: &str = "Linux kernel security team <security@kernel.org>";
+
+/// Why `addr` is a mailing list, if it is: one that get_maintainer lists
+/// (`lists`: the addresses of its list entries), or an address on a list
+/// host (vger.kernel.org, kvack.org, lists.*, lore).
+pub fn list_reason(addr: &str, lists: &BTreeSet<String>) -> Option<String> {
+    let email = email_of(addr);
+    if lists.contains(&email) {
+        return Some("get_maintainer.pl lists it as a mailing list".into());
+    }
+    let domain = email.rsplit_once('@').map_or("", |(_, d)| d).trim_end_matches('.');
+    let on = |host: &str| domain == host || domain.ends_with(&format!(".{host}"));
+    if on("vger.kernel.org") {
+        return Some("@vger.kernel.org hosts the kernel's mailing lists".into());
+    }
+    if on("kvack.org") {
+        return Some("@kvack.org hosts linux-mm".into());
+    }
+    if domain.starts_with("lists.") || domain.contains(".lists.") {
+        return Some(format!("{domain} is a list server (lists.*)"));
+    }
+    if domain.split('.').any(|label| label == "lore") || email.contains("lore.kernel.org") {
+        return Some("lore is the public archive".into());
+    }
+    None
+}
+
+/// The addresses get_maintainer marks as lists (`--rolestats` output:
+/// "open list", "moderated list", ...).
+pub fn list_entries(entries: &[Entry]) -> BTreeSet<String> {
+    entries
+        .iter()
+        .filter(|e| e.role.split(':').next().unwrap_or_default().contains("list"))
+        .map(|e| email_of(&e.addr))
+        .collect()
+}
+
+/// Refuse any recipient that is a mailing list, naming it: a report and its
+/// reproducer go to the maintainers only (security-bugs.rst).
+pub fn refuse_lists<'a>(
+    addrs: impl IntoIterator<Item = &'a String>,
+    lists: &BTreeSet<String>,
+) -> std::result::Result<(), String> {
+    for a in addrs {
+        if let Some(why) = list_reason(a, lists) {
+            return Err(format!(
+                "refusing to address the report to {a}: it is a mailing list ({why});                  a report and its reproducer go to the maintainers only (security-bugs.rst)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     const GM_SELFTEST: &str = include_str!("../../tests/fixtures/get_maintainer-0001-selftest.txt");
     const GM_SERIES: &str = include_str!("../../tests/fixtures/get_maintainer-series-files.txt");
+
+    #[test]
+    fn mailing_lists_are_refused_by_name() {
+        let lists = list_entries(&parse_get_maintainer(GM_SELFTEST));
+        assert!(lists.contains("linux-mm@kvack.org"), "{lists:?}");
+        assert!(lists.contains("linux-kselftest@vger.kernel.org"), "{lists:?}");
+        assert!(!lists.contains("akpm@linux-foundation.org"));
+        let none = BTreeSet::new();
+        for (addr, why) in [
+            ("linux-mm@kvack.org", "kvack.org"),
+            ("linux-kernel@vger.kernel.org", "vger.kernel.org"),
+            ("Some List <linux-arm-kernel@lists.infradead.org>", "lists.*"),
+            ("x@lists.linux.dev", "lists.*"),
+            ("archive@lore.kernel.org", "lore"),
+        ] {
+            let e = refuse_lists(&[addr.to_string()], &none).expect_err(addr);
+            assert!(e.contains(addr) && e.contains(why), "{addr}: {e}");
+        }
+        // A list only get_maintainer knows as one.
+        let e = refuse_lists(
+            &["odd-list@example-host.org".to_string()],
+            &["odd-list@example-host.org".to_string()].into(),
+        )
+        .unwrap_err();
+        assert!(e.contains("get_maintainer.pl lists it"), "{e}");
+        let people: Vec<String> = [
+            "Andrew Morton <akpm@linux-foundation.org>",
+            "David Hildenbrand <david@kernel.org>",
+            SECURITY_TEAM,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        refuse_lists(&people, &lists).unwrap();
+        // The first list among persons is the one named.
+        let mut mixed = people.clone();
+        mixed.push("linux-mm@kvack.org".into());
+        assert!(refuse_lists(&mixed, &lists).unwrap_err().contains("linux-mm@kvack.org"));
+    }
 
     #[test]
     fn get_maintainer_output_becomes_to_and_cc() {
