@@ -799,32 +799,8 @@ fn send_email(
     o: &Opts,
     series: SeriesName,
 ) -> Result<()> {
-    let mut c = Command::new("git");
-    c.current_dir(tree)
-        .args([
-            "send-email",
-            "--confirm=never",
-            "--no-annotate",
-            "--no-format-patch",
-            "--suppress-cc=self",
-            "--8bit-encoding=UTF-8",
-        ])
-        .arg(format!("--from={}", s.sender));
-    for a in &r.to {
-        c.arg(format!("--to={a}"));
-    }
-    for a in &r.cc {
-        c.arg(format!("--cc={a}"));
-    }
-    if o.send {
-        let server = o.smtp_server.as_deref().expect("checked by run()");
-        c.arg(format!("--smtp-server={server}"));
-        if let Some(p) = o.smtp_port {
-            c.arg(format!("--smtp-server-port={p}"));
-        }
-    } else {
-        c.arg("--dry-run");
-    }
+    let mut c = send_email_command(tree, &s.sender, &r.to, &r.cc, o)?;
+    c.arg("--suppress-cc=self");
     c.args(files);
     let text = cmd::output(&mut c)?;
     let log = out.join(if o.send {
@@ -858,6 +834,43 @@ fn send_email(
         );
     }
     Ok(())
+}
+
+/// `git send-email` in `tree` from `sender` to `to`/`cc`: a real send to `--smtp-server` with
+/// `--send`, else `--dry-run`. Callers add their own `--suppress-cc` and the files.
+pub(crate) fn send_email_command(
+    tree: &Path,
+    sender: &impl std::fmt::Display,
+    to: &[String],
+    cc: &[String],
+    o: &Opts,
+) -> Result<Command> {
+    let mut c = Command::new("git");
+    c.current_dir(tree)
+        .args([
+            "send-email",
+            "--confirm=never",
+            "--no-annotate",
+            "--no-format-patch",
+            "--8bit-encoding=UTF-8",
+        ])
+        .arg(format!("--from={sender}"));
+    for a in to {
+        c.arg(format!("--to={a}"));
+    }
+    for a in cc {
+        c.arg(format!("--cc={a}"));
+    }
+    if o.send {
+        let server = o.smtp_server.as_deref().context("--send needs --smtp-server")?;
+        c.arg(format!("--smtp-server={server}"));
+        if let Some(p) = o.smtp_port {
+            c.arg(format!("--smtp-server-port={p}"));
+        }
+    } else {
+        c.arg("--dry-run");
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ use std::process::Command;
 
 use super::checks::{check_stored_patch, headers, strip_tags, touched_files, Forbidden};
 use super::recipients::{list_entries, parse_get_maintainer, refuse_lists, SECURITY_TEAM};
-use super::{file_name, placeholders, prepare_tree, Mailing, Opts, SeriesName, Signing, PLACEHOLDER};
+use super::{
+    file_name, placeholders, prepare_tree, send_email_command, Mailing, Opts, SeriesName, Signing, PLACEHOLDER,
+};
 use crate::cmd;
 use crate::layout::Layout;
 use crate::series;
@@ -339,36 +341,8 @@ fn send_report(
     s: &Signing,
     o: &Opts,
 ) -> Result<()> {
-    let mut c = Command::new("git");
-    c.current_dir(tree)
-        .args([
-            "send-email",
-            "--confirm=never",
-            "--no-annotate",
-            "--no-format-patch",
-            "--suppress-cc=all",
-            "--no-signed-off-by-cc",
-            "--no-thread",
-            "--8bit-encoding=UTF-8",
-        ])
-        .arg(format!("--from={}", s.sender));
-    for a in to {
-        c.arg(format!("--to={a}"));
-    }
-    for a in cc {
-        c.arg(format!("--cc={a}"));
-    }
-    if o.send {
-        c.arg(format!(
-            "--smtp-server={}",
-            o.smtp_server.as_deref().expect("checked by run()")
-        ));
-        if let Some(p) = o.smtp_port {
-            c.arg(format!("--smtp-server-port={p}"));
-        }
-    } else {
-        c.arg("--dry-run");
-    }
+    let mut c = send_email_command(tree, &s.sender, to, cc, o)?;
+    c.args(["--suppress-cc=all", "--no-signed-off-by-cc", "--no-thread"]);
     c.arg(path);
     let text = cmd::output(&mut c)?;
     let log = out.join(format!(
