@@ -443,9 +443,8 @@ mod tests {
     /// Skipped, with a message on stderr, when that image does not exist.
     #[test]
     fn probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage() {
-        let image = crate::layout::Layout::discover()
-            .build_dir("default")
-            .join("arch/x86/boot/bzImage");
+        let layout = crate::layout::Layout::discover();
+        let image = crate::layout::Layout::build_dir(&layout.work_tree(), "default").join("arch/x86/boot/bzImage");
         if !image.exists() {
             eprintln!(
                 "SKIPPED probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage: no kernel at {}",

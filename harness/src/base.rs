@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cmd;
-use crate::layout::{Layout, BASE_TAG};
+use crate::layout::{Layout, BASE_TAG, BUILD_DIR_PATTERN};
 
 pub const PACKAGE: &str = "linux-source-7.3";
 pub const VERSION: &str = "7.3.4-1~bpo13+1";
@@ -121,5 +121,26 @@ pub fn clone_to(layout: &Layout, dest: &Path, branch: &str) -> Result<()> {
             .arg(dest),
     )?;
     cmd::output(&mut cmd::git(dest, ["checkout", "-q", "-b", branch, BASE_TAG]))?;
+    exclude_build_dirs(dest)
+}
+
+/// Keep the tree's build directories (`build-<config>`, see `Layout::build_dir`) out of
+/// `git status`; `git clean` gets the same pattern with `-e` ([`clean`]).
+pub fn exclude_build_dirs(tree: &Path) -> Result<()> {
+    let exclude = tree.join(".git/info/exclude");
+    let text = fs::read_to_string(&exclude).unwrap_or_default();
+    if !text.lines().any(|l| l == BUILD_DIR_PATTERN) {
+        if let Some(dir) = exclude.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::write(&exclude, format!("{text}{BUILD_DIR_PATTERN}\n"))?;
+    }
+    Ok(())
+}
+
+/// `git clean -fdx` of a derived tree, keeping its build directories (and so its
+/// incremental builds).
+pub fn clean(tree: &Path) -> Result<()> {
+    cmd::output(&mut cmd::git(tree, ["clean", "-q", "-fdx", "-e", BUILD_DIR_PATTERN]))?;
     Ok(())
 }

@@ -1,5 +1,10 @@
 //! kbuild: the kernel image and the mm selftests, from the same tree, with
-//! `O=` outside the clone and ccache.
+//! `O=<tree>/build-<config>` and ccache. A build directory that is a direct child
+//! of the tree makes kbuild's srctree `..`, so compiler command lines hold no
+//! absolute path and ccache hits across clones (CI's fresh one) and trees (the
+//! negative control's). `CCACHE_NOHASHDIR` keeps the working directory out of
+//! the hash too: a debug-info object from another clone names that clone's
+//! build directory, which no test reads.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -21,7 +26,8 @@ pub fn make(layout: &Layout, tree: &Path, build: &Path) -> Command {
         .arg(format!("O={}", build.display()))
         .arg(format!("-j{}", jobs()))
         .args(toolchain::make_vars(layout))
-        .env("CCACHE_DIR", layout.ccache());
+        .env("CCACHE_DIR", layout.ccache())
+        .env("CCACHE_NOHASHDIR", "1");
     c
 }
 

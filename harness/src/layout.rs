@@ -1,16 +1,22 @@
 //! Where things live: the clone (patches, configs, guest files), the ignored
-//! work area inside it, and the cache outside it that survives `git clean`.
+//! work area inside it (work trees with their build directories), and the
+//! cache outside it that survives `git clean` (toolchain extras, base, ccache).
 
 use std::path::{Path, PathBuf};
 
 /// Tag of the pristine base commit in the base repository.
 pub const BASE_TAG: &str = "v7.3.4-debian";
 
+/// Build directories are `<tree>/build-<config>` (see [`Layout::build_dir`]).
+pub const BUILD_DIR_PREFIX: &str = "build-";
+/// The `.git/info/exclude` and `git clean -e` pattern for them.
+pub const BUILD_DIR_PATTERN: &str = "/build-*/";
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// The project clone (workspace root).
     pub repo: PathBuf,
-    /// Cache outside the clone: toolchain extras, base source, builds, ccache.
+    /// Cache outside the clone: toolchain extras, base source, ccache.
     pub cache: PathBuf,
 }
 
@@ -59,8 +65,14 @@ impl Layout {
     pub fn base_repo(&self) -> PathBuf {
         self.base_dir().join("linux-source-7.3")
     }
-    pub fn build_dir(&self, config: &str) -> PathBuf {
-        self.cache.join("build").join(config)
+    /// The `O=` directory of a build of `tree`: a direct child of the tree, so
+    /// that kbuild's srctree is `..` and every path in a compiler command line is
+    /// relative. ccache's hash then does not depend on where the clone is, and a
+    /// fresh clone (CI's) or the negative control's tree hits what another clone
+    /// compiled. `git status` and `git clean` in the tree leave these alone
+    /// ([`BUILD_DIR_PATTERN`] is in the tree's `.git/info/exclude`).
+    pub fn build_dir(tree: &Path, config: &str) -> PathBuf {
+        tree.join(format!("{BUILD_DIR_PREFIX}{config}"))
     }
     pub fn ccache(&self) -> PathBuf {
         self.cache.join("ccache")

@@ -209,11 +209,9 @@ fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<(PathB
         }
     })?;
     toolchain::check(layout, &tree)?;
-    let build = layout.build_dir(&if with_series {
-        o.variant.name().to_string()
-    } else {
-        format!("broken-{}", o.variant.name())
-    });
+    // The negative control's tree is a tree of its own: its build directory has the
+    // variant's name too, and the same relative paths, so ccache shares the base's objects.
+    let build = Layout::build_dir(&tree, o.variant.name());
     timed(stages, "configure", || {
         toolchain::rust_available(layout, &tree, &build)?;
         config::configure(layout, &tree, &build, o.variant, with_series)

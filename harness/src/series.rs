@@ -163,7 +163,7 @@ pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
     }
     cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
     cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-f", "-B", "broken", BASE_TAG]))?;
-    cmd::output(&mut cmd::git(&wt, ["clean", "-q", "-fdx"]))?;
+    crate::base::clean(&wt)?;
     for p in &patches {
         // Only the selftest part of a series patch (its MAINTAINERS or docs hunks may need the
         // patches left out).
@@ -193,6 +193,7 @@ fn ensure_tree(layout: &Layout, wt: &Path) -> Result<PathBuf> {
     } else {
         // The base may have been re-made: fetch its tag.
         cmd::output(&mut cmd::git(&wt, ["fetch", "-q", "--tags", "origin"]))?;
+        crate::base::exclude_build_dirs(&wt)?;
     }
     Ok(wt)
 }
@@ -435,7 +436,7 @@ pub fn apply(layout: &Layout, with_local: bool, force: bool) -> Result<PathBuf> 
     }
     cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
     cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-f", "-B", "series", BASE_TAG]))?;
-    cmd::output(&mut cmd::git(&wt, ["clean", "-q", "-fdx"]))?;
+    crate::base::clean(&wt)?;
     // Rebases and amends carry the stack notes over to the new commits.
     cmd::output(&mut cmd::git(&wt, ["config", "notes.rewriteRef", STACK_NOTES]))?;
     let mut all: Vec<(PathBuf, bool)> = fixes.paths().into_iter().map(|p| (p, true)).collect();

@@ -16,7 +16,14 @@ pub struct CaseResult {
     /// Raw output, kept only for counter reads (`@stats` cases).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub output: Vec<String>,
+    /// The last lines the case printed: the verdict shows them under a failed
+    /// case, so that a CI log says why a program stopped, not only that it did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<String>,
 }
+
+/// How many of a case's last output lines the verdict keeps ([`CaseResult::tail`]).
+pub const TAIL_LINES: usize = 12;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SuiteResult {
@@ -189,6 +196,7 @@ fn parse_section(sec: Section) -> CaseResult {
         tests: Vec::new(),
         problems: Vec::new(),
         output: Vec::new(),
+        tail: sec.lines[sec.lines.len().saturating_sub(TAIL_LINES)..].to_vec(),
     };
     if c.name.starts_with(ab::STATS_PREFIX) {
         c.output = sec.lines;
@@ -347,6 +355,12 @@ pub fn render(v: &Verdict) -> String {
                 t.reason.clone().unwrap_or_default()
             ));
         }
+        if mark == "FAIL" && !c.tail.is_empty() {
+            s.push_str(&format!("     its last {} lines of output:\n", c.tail.len()));
+            for l in &c.tail {
+                s.push_str(&format!("     | {l}\n"));
+            }
+        }
     }
     for k in &v.kunit {
         s.push_str(&format!(
@@ -454,6 +468,30 @@ mod tests {
             .problems
             .iter()
             .any(|p| p.contains("1 CPU")));
+    }
+
+    #[test]
+    fn a_program_that_stops_early_shows_its_last_lines() {
+        let log = "KHRS-CPUS 2\nKHRS-BEGIN 1 khugepaged all:file /mnt/file\n\
+                   TAP version 13\n1..31\n# Run test: collapse_full (khugepaged:file)\n\
+                   # Page 7 is corrupted: 0x0\n\
+                   Bail out! Page 7 is corrupted: 0x0\n\
+                   KHRS-END 1 rc=1\nKHRS-DONE\n";
+        let expected = vec!["khugepaged all:file /mnt/file".to_string()];
+        let v = judge(log, CONSOLE, &expected, 2, false, &[]);
+        assert!(!v.ok());
+        let text = render(&v);
+        assert!(text.contains("FAIL khugepaged all:file /mnt/file"), "{text}");
+        assert!(text.contains("     | Bail out! Page 7 is corrupted: 0x0\n"), "{text}");
+        // A passing case prints no output.
+        let pass = "KHRS-CPUS 2\nKHRS-BEGIN 1 khugepaged all:file /mnt/file\nTAP version 13\n1..1\n\
+                    ok 1 collapse_full\n# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0\n\
+                    KHRS-END 1 rc=0\nKHRS-DONE\n";
+        let text = render(&judge(pass, CONSOLE, &expected, 2, false, &[]));
+        assert!(
+            text.contains("PASS khugepaged all:file") && !text.contains("     | "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -657,7 +657,7 @@ pub fn kernel_doc(tree: &Path, below: &str) -> Result<Vec<String>> {
 
 /// Build every patch of the series `m` in turn, with the stacks below it
 /// applied (`commits` are the series' commits in the mail tree `tree`), in
-/// the series' own build directory (`build/mail-<series>`): vmlinux with Rust
+/// the series' own build directory (`work/mail-tree/build-mail-<series>`): vmlinux with Rust
 /// on and without a warning; for the RFC the series' options must be on at
 /// the last patch, which is built with CLIPPY=1, then rustfmtcheck and
 /// rustdoc.

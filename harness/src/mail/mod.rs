@@ -157,7 +157,7 @@ pub struct Mailing {
     pub version: u32,
     /// work/mail/<series>/vN
     pub out_dir: PathBuf,
-    /// build/mail-<series>: the per-patch build check's own build directory.
+    /// work/mail-tree/build-mail-<series>: the per-patch build check's own build directory.
     pub build_dir: PathBuf,
 }
 
@@ -168,7 +168,7 @@ impl Mailing {
             .join("work/mail")
             .join(series.name())
             .join(format!("v{version}"));
-        let build_dir = layout.build_dir(&format!("mail-{}", series.name()));
+        let build_dir = Layout::build_dir(&mail_tree(layout), &format!("mail-{}", series.name()));
         Ok(match series {
             SeriesName::Fixes => {
                 let stack = series::fixes(layout)?;
@@ -568,6 +568,7 @@ pub fn prepare_tree(layout: &Layout, m: &Mailing, s: &Signing) -> Result<Prepare
         pb.finish_and_clear();
     } else {
         cmd::output(&mut cmd::git(&tree, ["fetch", "-q", "--tags", "origin"]))?;
+        crate::base::exclude_build_dirs(&tree)?;
     }
     if cmd::output(&mut cmd::git(&tree, ["config", "user.email"])).is_err() {
         cmd::output(&mut cmd::git(&tree, ["config", "user.name", "khugepaged-rs harness"]))?;
@@ -575,7 +576,7 @@ pub fn prepare_tree(layout: &Layout, m: &Mailing, s: &Signing) -> Result<Prepare
     }
     cmd::output(&mut cmd::git(&tree, ["am", "--abort"])).ok();
     cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "-f", "-B", "mail", BASE_TAG]))?;
-    cmd::output(&mut cmd::git(&tree, ["clean", "-q", "-fdx"]))?;
+    crate::base::clean(&tree)?;
     let am = |p: &Path| -> Result<()> {
         if let Err(e) = cmd::output(cmd::git(&tree, ["am", "-q"]).arg(p)) {
             cmd::output(&mut cmd::git(&tree, ["am", "--abort"])).ok();
@@ -985,8 +986,8 @@ mod tests {
             ("RFC PATCH", "PATCH", true, false)
         );
         assert!(rfc.out_dir.ends_with("work/mail/rfc/v1"));
-        assert!(fixes.build_dir.ends_with("build/mail-fixes"));
-        assert!(rfc.build_dir.ends_with("build/mail-rfc"));
+        assert!(fixes.build_dir.ends_with("work/mail-tree/build-mail-fixes"));
+        assert!(rfc.build_dir.ends_with("work/mail-tree/build-mail-rfc"));
         for m in [&fixes, &rfc] {
             let t = fs::read_to_string(&m.cover_letter).unwrap();
             assert!(
