@@ -114,14 +114,33 @@ pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant, with_serie
 
 /// Configure `build` for `variant` and check the result.
 pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant, with_series: bool) -> Result<()> {
+    configure_fragments(
+        layout,
+        tree,
+        build,
+        &[],
+        &fragment_paths(layout, tree, variant, with_series),
+    )
+}
+
+/// `make tinyconfig` in `build`, the fragments `frags` merged in order, `olddefconfig`, and the
+/// check that every symbol a fragment asks for has that value. `make_vars` are extra `make`
+/// variables (`ARCH=...` for a cross build).
+pub fn configure_fragments(
+    layout: &Layout,
+    tree: &Path,
+    build: &Path,
+    make_vars: &[String],
+    frags: &[PathBuf],
+) -> Result<()> {
     fs::create_dir_all(build)?;
-    let frags = fragment_paths(layout, tree, variant, with_series);
     let make = |target: &str| {
         let mut c = Command::new("make");
         c.arg("-C")
             .arg(tree)
             .arg(format!("O={}", build.display()))
             .args(toolchain::make_vars(layout))
+            .args(make_vars)
             .arg(target);
         c
     };
@@ -138,7 +157,7 @@ pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant, w
             .arg("-O")
             .arg(build)
             .arg(build.join(".config"))
-            .args(&frags),
+            .args(frags),
     )?;
     cmd::output(&mut make("olddefconfig"))?;
     pb.finish_and_clear();

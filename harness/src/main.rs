@@ -9,6 +9,7 @@ mod build;
 mod cmd;
 mod config;
 mod control;
+mod cross;
 mod guest;
 mod heartbeat;
 mod ktap;
@@ -70,6 +71,11 @@ enum Command {
     /// `git send-email --dry-run` (a real send needs --signoff, --send and
     /// --smtp-server); `--report`: the maintainers-only reports.
     Mail(mail::Opts),
+    /// Cross-build the mailed series (`vmlinux` of a small configuration) for
+    /// the architectures with HAVE_RUST and the configurations the kernel test
+    /// robot tries: the series' options on, THP off, the options off; and
+    /// `--each-patch ARCH` every patch in turn. Prints a table.
+    Cross(cross::Opts),
     /// Benchmark the C and Rust try_collapse_pte_mapped_thp() in one boot
     /// (guest/bench/collapse_bench.c, alternating rounds via the debugfs switch).
     Bench(bench::BenchOpts),
@@ -155,6 +161,7 @@ fn main() {
             }
         }),
         Command::Mail(o) => base::ensure(&layout).and_then(|_| mail::run(&layout, &o)),
+        Command::Cross(o) => base::ensure(&layout).and_then(|_| cross::run(&layout, &o).map(|_| ())),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
