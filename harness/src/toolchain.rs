@@ -34,6 +34,7 @@ pub const PACKAGES: &[&str] = &[
     "busybox-static",
     "e2fsprogs",
     "git-email",
+    "b4",
     "codespell",
     "python3-aiosmtpd",
     "python3-ply",

@@ -382,6 +382,8 @@ fn b4_check(layout: &Layout, scratch: &Path, trips: &[Trip]) -> Result<()> {
     }
     fs::write(&mbox, text)?;
     let out = dir.join("out");
+    // b4 0.12 does not make its output directory.
+    fs::create_dir_all(&out)?;
     let log = cmd::output(
         Command::new("b4")
             .current_dir(&dir)
