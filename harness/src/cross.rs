@@ -24,6 +24,7 @@ use crate::series;
 /// An architecture with `HAVE_RUST` in 7.3 (`arch/*/Kconfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
+    #[value(name = "x86_64")]
     X86_64,
     Arm64,
     Riscv,
