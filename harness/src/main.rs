@@ -413,6 +413,18 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
     if let Err(e) = base::ensure(layout).and_then(|_| mail::loopback_round_trip(layout)) {
         failed.push(format!("mail loopback round trip: {e:#}"));
     }
+    // The cheapest cell that catches a break every RUST=y kernel would see (about 3 min
+    // with a warm ccache); `cargo harness cross` runs the whole matrix.
+    eprintln!("== cross build: x86_64 with CONFIG_RUST=y and THP off (cargo harness cross)");
+    let thp_off = cross::Opts {
+        arches: vec![cross::Arch::X86_64],
+        flavours: vec![cross::Flavour::ThpOff],
+        each_patch: Vec::new(),
+        fail_fast: false,
+    };
+    if let Err(e) = cross::run(layout, &thp_off) {
+        failed.push(format!("cross build: {e:#}"));
+    }
     for &v in variants {
         eprintln!("== guest run, config {}", v.name());
         let o = RunOpts {
