@@ -9,7 +9,7 @@
 //! `patches/` applied (no `patches/local/`: the robot sees what is mailed),
 //! re-made when the patches change, so it never disturbs `work/linux`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -207,37 +207,13 @@ pub fn render(cells: &[Cell]) -> String {
 /// The cross tree: a clone of the base with the fixes and the mailed series applied.
 /// Returns it and the commits of the two stacks, oldest first.
 fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
-    let tree = layout.repo.join("work/cross-tree");
-    if !tree.join(".git").exists() {
-        crate::base::clone_to(layout, &tree, "cross")?;
-    } else {
-        crate::base::exclude_build_dirs(&tree)?;
-    }
+    let tree = series::ensure_tree(layout, &layout.repo.join("work/cross-tree"))?;
     let mut patches = series::fixes(layout)?.paths();
     patches.extend(series::mailed(layout)?.paths());
-    let mut key = String::new();
-    for p in &patches {
-        key.push_str(&fs::read_to_string(p).with_context(|| p.display().to_string())?);
-    }
-    let stamp = tree.join(".git/khrs-applied");
-    if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
-        if cmd::output(&mut cmd::git(&tree, ["config", "user.email"])).is_err() {
-            cmd::output(&mut cmd::git(&tree, ["config", "user.name", "khugepaged-rs harness"]))?;
-            cmd::output(&mut cmd::git(&tree, ["config", "user.email", "harness@localhost"]))?;
-        }
-        cmd::output(&mut cmd::git(&tree, ["am", "--abort"])).ok();
-        cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "-f", "-B", "cross", BASE_TAG]))?;
-        crate::base::clean(&tree)?;
-        for p in &patches {
-            if let Err(e) = cmd::output(cmd::git(&tree, ["am", "-q", "--keep-cr"]).arg(p)) {
-                cmd::output(&mut cmd::git(&tree, ["am", "--abort"])).ok();
-                bail!("patch {} does not apply to {BASE_TAG}:\n{e:#}", p.display());
-            }
-        }
-        fs::write(&stamp, &key)?;
-    } else {
-        cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "-f", "cross"]))?;
-    }
+    let patches: Vec<(PathBuf, Option<String>)> = patches.into_iter().map(|p| (p, None)).collect();
+    // A per-patch run leaves the tree detached: back to the branch first.
+    cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "-f", "cross"])).ok();
+    series::apply_derived(&tree, "cross", &patches)?;
     let commits = cmd::output(&mut cmd::git(
         &tree,
         ["rev-list", "--reverse", &format!("{BASE_TAG}..cross")],

@@ -151,34 +151,49 @@ pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
     if broken.patches.is_empty() {
         bail!("{}/series lists no patch", broken.dir.display());
     }
-    let mut patches = tests.clone();
-    patches.extend(broken.paths());
+    // Only the selftest part of a series patch (its MAINTAINERS or docs hunks may need the
+    // patches left out).
+    let mut patches: Vec<(PathBuf, Option<String>)> =
+        tests.into_iter().map(|p| (p, Some(format!("{SELFTESTS}*")))).collect();
+    patches.extend(broken.paths().into_iter().map(|p| (p, None)));
+    apply_derived(&wt, "broken", &patches)?;
+    Ok(wt)
+}
+
+/// Make a derived tree (the negative control's, the cross builds') the base with `patches`
+/// applied by `git am` on branch `branch`, each limited to the paths matching its pattern if it
+/// has one (`git am --include`). A stamp in the tree's `.git` holds the patches' text: the tree
+/// is left alone, mtimes and all, while they have not changed. Build directories survive.
+pub fn apply_derived(tree: &Path, branch: &str, patches: &[(PathBuf, Option<String>)]) -> Result<()> {
     let mut key = String::new();
-    for p in &patches {
+    for (p, include) in patches {
         key.push_str(&fs::read_to_string(p).with_context(|| p.display().to_string())?);
+        key.push_str(include.as_deref().unwrap_or(""));
     }
-    let stamp = wt.join(".git/khrs-applied");
-    if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) && is_clean(&wt)? {
-        return Ok(wt);
+    let stamp = tree.join(".git/khrs-applied");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) && is_clean(tree)? {
+        return Ok(());
     }
-    cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
-    cmd::output(&mut cmd::git(&wt, ["checkout", "-q", "-f", "-B", "broken", BASE_TAG]))?;
-    crate::base::clean(&wt)?;
-    for p in &patches {
-        // Only the selftest part of a series patch (its MAINTAINERS or docs hunks may need the
-        // patches left out).
-        let include = format!("--include={SELFTESTS}*");
-        let mut am = cmd::git(&wt, ["am", "-q", "--keep-cr"]);
-        if tests.contains(p) {
-            am.arg(&include);
+    // `git am` commits: a machine without a git identity still needs one for these trees.
+    if cmd::output(&mut cmd::git(tree, ["config", "user.email"])).is_err() {
+        cmd::output(&mut cmd::git(tree, ["config", "user.name", "khugepaged-rs harness"]))?;
+        cmd::output(&mut cmd::git(tree, ["config", "user.email", "harness@localhost"]))?;
+    }
+    cmd::output(&mut cmd::git(tree, ["am", "--abort"])).ok();
+    cmd::output(&mut cmd::git(tree, ["checkout", "-q", "-f", "-B", branch, BASE_TAG]))?;
+    crate::base::clean(tree)?;
+    for (p, include) in patches {
+        let mut am = cmd::git(tree, ["am", "-q", "--keep-cr"]);
+        if let Some(include) = include {
+            am.arg(format!("--include={include}"));
         }
         if let Err(e) = cmd::output(am.arg(p)) {
-            cmd::output(&mut cmd::git(&wt, ["am", "--abort"])).ok();
+            cmd::output(&mut cmd::git(tree, ["am", "--abort"])).ok();
             bail!("patch {} does not apply to {BASE_TAG}:\n{e:#}", p.display());
         }
     }
     fs::write(&stamp, key)?;
-    Ok(wt)
+    Ok(())
 }
 
 /// Make sure the work tree exists: a clone of the base repository.
@@ -186,7 +201,7 @@ pub fn ensure_work_tree(layout: &Layout) -> Result<PathBuf> {
     ensure_tree(layout, &layout.work_tree())
 }
 
-fn ensure_tree(layout: &Layout, wt: &Path) -> Result<PathBuf> {
+pub fn ensure_tree(layout: &Layout, wt: &Path) -> Result<PathBuf> {
     let wt = wt.to_path_buf();
     if !wt.join(".git").exists() {
         crate::base::clone_to(layout, &wt, "series")?;
