@@ -12,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::arch::Machine;
 use crate::guest::{self, Accel, Boot};
 
 /// The probe's console line: `KHRS-PROBE cpus=N`.
@@ -24,7 +25,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `-no-reboot` turns into an exit) before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// /init of the probe. The marker goes to the console (ttyS0); `poweroff -f`
+/// /init of the probe. The marker goes to the console; `poweroff -f`
 /// needs ACPI, and if it does not power off, init exiting panics the
 /// kernel, `panic=-1` reboots it and `-no-reboot` ends QEMU.
 const PROBE_INIT: &str = r#"#!/bin/sh
@@ -35,7 +36,8 @@ echo "KHRS-PROBE cpus=$(/bin/busybox grep -c ^processor /proc/cpuinfo)" >/dev/co
 /bin/busybox poweroff -f
 "#;
 
-/// Build the probe's initramfs in `dir`: /bin/busybox (busybox-static),
+/// Build the probe's initramfs in `dir`: /bin/busybox (busybox-static: the probe runs only
+/// where KVM can run the guest, i.e. on a host of its architecture),
 /// /bin/sh and /init. Returns the gzipped cpio.
 pub fn probe_initramfs(dir: &Path) -> Result<PathBuf> {
     let root = dir.join("probe-initramfs");
@@ -109,6 +111,7 @@ impl fmt::Display for ProbeFailure {
 /// Boot `kernel` with the probe initramfs (built in `dir`, which also gets
 /// the probe's console log) on `cpus` vCPUs under `accel`.
 pub fn run_probe(
+    machine: &Machine,
     kernel: &Path,
     dir: &Path,
     cpus: u32,
@@ -122,16 +125,17 @@ pub fn run_probe(
         .map_err(setup)?;
     let initramfs = probe_initramfs(dir).map_err(setup)?;
     let boot = Boot {
+        machine,
         kernel,
         initramfs: &initramfs,
         disks: &[],
         cpus,
         mem_mb: 256,
         accel,
-        append: "console=ttyS0 panic=-1",
+        append: "",
         timeout,
         console: dir.join("probe-console.log"),
-        tests: dir.join("probe-ttyS1.log"),
+        tests: dir.join("probe-tests.log"),
         extra_args: &[],
     };
     let _ = fs::remove_file(&boot.console);
@@ -182,9 +186,11 @@ pub fn run_probe(
     }
 }
 
-/// What `/dev/kvm` is to this process.
+/// What `/dev/kvm` is to this process, for the guest's architecture.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvmDevice {
+    /// KVM cannot run the guest's architecture on this host (why).
+    WrongHost(String),
     Missing,
     /// It exists but does not open read-write (the error).
     Unopenable(String),
@@ -237,6 +243,7 @@ pub fn choose(
     };
     match (requested, device) {
         (Accel::Tcg, _) => tcg("--accel tcg".into()),
+        (_, KvmDevice::WrongHost(why)) => tcg(why.clone()),
         (_, KvmDevice::Missing) => tcg("/dev/kvm missing".into()),
         (_, KvmDevice::Unopenable(e)) => tcg(format!("/dev/kvm does not open read-write: {e}")),
         (_, KvmDevice::Openable) => match probe() {
@@ -444,7 +451,8 @@ mod tests {
     #[test]
     fn probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage() {
         let layout = crate::layout::Layout::discover();
-        let image = crate::layout::Layout::build_dir(&layout.work_tree(), "default").join("arch/x86/boot/bzImage");
+        let m = &crate::arch::X86_64_PC;
+        let image = crate::layout::Layout::build_dir(&layout.work_tree(), &m.build_name("default")).join(m.image);
         if !image.exists() {
             eprintln!(
                 "SKIPPED probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage: no kernel at {}",
@@ -453,7 +461,7 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let r = run_probe(&image, d.path(), 2, Accel::Tcg, Duration::from_secs(60));
+        let r = run_probe(m, &image, d.path(), 2, Accel::Tcg, Duration::from_secs(60));
         let console = fs::read_to_string(d.path().join("probe-console.log")).unwrap_or_default();
         let p = r.unwrap_or_else(|e| panic!("probe under TCG failed: {e}; console:\n{console}"));
         assert_eq!(p.cpus, 2);

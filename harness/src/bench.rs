@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::ab::{self, Impl};
+use crate::arch::Machine;
 use crate::layout::Layout;
 use crate::{cmd, guest, verdict, BuildOpts, Stages};
 
@@ -27,7 +28,7 @@ pub const IMPLS: &[Impl] = &[Impl::C, Impl::Rust];
 pub struct BenchOpts {
     #[command(flatten)]
     pub build: BuildOpts,
-    /// Boot the kernel already built in this directory (bzImage and .config)
+    /// Boot the kernel already built in this directory (its boot image and .config)
     /// instead of applying and building patches/.
     #[arg(long)]
     pub build_dir: Option<PathBuf>,
@@ -691,24 +692,30 @@ pub fn guest_cases(rounds: u32, iterations: u32, threads: u32) -> Vec<guest::Cas
         .collect()
 }
 
-/// Build the guest program statically.
-fn build_program(layout: &Layout, out: &Path) -> Result<PathBuf> {
+/// Build the guest program statically, for `machine` (its cross gcc when it is not the host).
+fn build_program(layout: &Layout, machine: &Machine, out: &Path) -> Result<PathBuf> {
     let src = layout.guest_files().join("bench/collapse_bench.c");
     let bin = out.join("collapse_bench");
+    let cc = if machine.is_host() {
+        "cc".to_string()
+    } else {
+        format!("{}gcc", machine.cross_compile)
+    };
     cmd::output(
-        Command::new("cc")
+        Command::new(&cc)
             .args(["-O2", "-Wall", "-static", "-pthread", "-o"])
             .arg(&bin)
             .arg(&src),
     )
-    .context("building the guest benchmark (cc -O2 -static -pthread)")?;
+    .with_context(|| format!("building the guest benchmark ({cc} -O2 -static -pthread)"))?;
     Ok(bin)
 }
 
 pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
     let mut stages = Stages::new();
+    let machine = o.build.arch.guest_machine()?;
     let (build, image) = match &o.build_dir {
-        Some(d) => (d.clone(), d.join("arch/x86/boot/bzImage")),
+        Some(d) => (d.clone(), d.join(machine.image)),
         None => {
             let (_, build, image) = crate::prepare(layout, &o.build, &mut stages)?;
             (build, image)
@@ -727,15 +734,17 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         .as_secs();
     let dir = layout.runs().join(format!("{stamp}-bench"));
     std::fs::create_dir_all(&dir)?;
-    let bin = build_program(layout, &dir)?;
+    let bin = build_program(layout, machine, &dir)?;
     let cases = guest_cases(o.rounds, o.iterations, o.threads);
     let init = layout.guest_files().join("init");
     // No khugepaged daemon during the benchmark (anon THP off; shmem_enabled
     // is "never" by default): only the benchmark's MADV_COLLAPSE calls
     // collapse. MADV_COLLAPSE of tmpfs files ignores these settings.
     let setup = "echo never > /sys/kernel/mm/transparent_hugepage/enabled".to_string();
+    let busybox = crate::toolchain::busybox(layout, machine);
     let initramfs = guest::pack(
         &guest::Initramfs {
+            busybox: &busybox,
             init: &init,
             files: vec![(bin, "collapse_bench".into())],
             cases: &cases,
@@ -751,13 +760,14 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         accel_opt = guest::Accel::Tcg;
     }
     let boot = guest::Boot {
+        machine,
         kernel: &image,
         initramfs: &initramfs,
         disks: &[],
         cpus: 2,
         mem_mb: 2048,
         accel: accel_opt,
-        append: "console=ttyS0 panic=-1",
+        append: "",
         timeout: Duration::from_secs(o.timeout),
         console: dir.join("console.log"),
         tests: dir.join("tests.log"),

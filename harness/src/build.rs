@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::arch::Machine;
 use crate::cmd;
 use crate::layout::Layout;
 use crate::toolchain;
@@ -31,12 +32,14 @@ pub fn make(layout: &Layout, tree: &Path, build: &Path) -> Command {
     c
 }
 
-/// Build bzImage; returns its path. The base builds without a single compiler warning in the
+/// Build `machine`'s boot image (bzImage, Image); returns its path. The base builds without a single compiler warning in the
 /// configurations here, so a warning (rustc's or clang's, in what this build recompiled) is
 /// an error: kbuild does not stop on it and a reviewer's build would show it.
-pub fn kernel(layout: &Layout, tree: &Path, build: &Path) -> Result<(PathBuf, Duration)> {
+pub fn kernel(layout: &Layout, tree: &Path, build: &Path, machine: &Machine) -> Result<(PathBuf, Duration)> {
     let log = build.join("build.log");
-    let took = cmd::logged("build kernel", make(layout, tree, build).arg("bzImage"), &log, None)?;
+    let mut make = make(layout, tree, build);
+    make.args(machine.arch.make_vars()).arg(machine.image_target);
+    let took = cmd::logged(&format!("build {} kernel", machine.arch.name()), &mut make, &log, None)?;
     let warned = warnings(&std::fs::read_to_string(&log).unwrap_or_default());
     if !warned.is_empty() {
         bail!(
@@ -46,7 +49,7 @@ pub fn kernel(layout: &Layout, tree: &Path, build: &Path) -> Result<(PathBuf, Du
             warned.join("\n  ")
         );
     }
-    Ok((build.join("arch/x86/boot/bzImage"), took))
+    Ok((build.join(machine.image), took))
 }
 
 /// Compiler warnings in a kbuild log, each with the location rustc prints on the next lines.
@@ -72,8 +75,15 @@ pub fn warnings(log: &str) -> Vec<String> {
 }
 
 /// Build the mm selftests the guest runs, statically, against this tree's
-/// headers. Returns the directory holding the binaries.
-pub fn selftests(layout: &Layout, tree: &Path, build: &Path, programs: &[&str]) -> Result<(PathBuf, Duration)> {
+/// headers, for `machine` (with its `CROSS_COMPILE` when it is not the host).
+/// Returns the directory holding the binaries.
+pub fn selftests(
+    layout: &Layout,
+    tree: &Path,
+    build: &Path,
+    machine: &Machine,
+    programs: &[&str],
+) -> Result<(PathBuf, Duration)> {
     let out = build.join("kselftest/mm");
     std::fs::create_dir_all(&out)?;
     if programs.is_empty() {
@@ -82,7 +92,7 @@ pub fn selftests(layout: &Layout, tree: &Path, build: &Path, programs: &[&str]) 
     let log = build.join("selftests.log");
     let t1 = cmd::logged(
         "install headers",
-        make(layout, tree, build).arg("headers"),
+        make(layout, tree, build).args(machine.arch.make_vars()).arg("headers"),
         &build.join("headers.log"),
         None,
     )?;
@@ -91,14 +101,20 @@ pub fn selftests(layout: &Layout, tree: &Path, build: &Path, programs: &[&str]) 
         .arg(tree.join("tools/testing/selftests/mm"))
         .arg(format!("-j{}", jobs()))
         .arg("EXTRA_CFLAGS=-static")
+        .args((!machine.is_host()).then(|| format!("CROSS_COMPILE={}", machine.cross_compile)))
         .arg(format!("OUTPUT={}", out.display()))
         .arg(format!(
             "KHDR_INCLUDES=-isystem {}",
             build.join("usr/include").display()
         ))
         .args(programs.iter().map(|p| out.join(p)));
-    let t2 = cmd::logged("build selftests", &mut c, &log, None)
-        .with_context(|| format!("building {} statically", programs.join(", ")))?;
+    let t2 = cmd::logged("build selftests", &mut c, &log, None).with_context(|| {
+        format!(
+            "building {} statically for {}",
+            programs.join(", "),
+            machine.arch.name()
+        )
+    })?;
     Ok((out, t1 + t2))
 }
 

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Machine;
 use crate::cmd;
 use crate::layout::Layout;
 use crate::toolchain;
@@ -95,14 +96,23 @@ pub fn mismatches(fragments: &[(String, String)], config: &str) -> Vec<String> {
         .collect()
 }
 
-/// The fragments for `variant`, with the tree's selftests config before `series.config`.
-/// Without the series (the negative control) `series.config` is left out: its symbols do not
-/// exist there.
-pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant, with_series: bool) -> Vec<PathBuf> {
+/// The fragments of `machine`'s test kernel for `variant`: the common ones, the tree's
+/// selftests config, then the machine's own (`guest-<arch>.config`, which may say that a
+/// symbol the selftests config asks for does not exist there), then `series.config` and the
+/// variant's. Without the series (the negative control) `series.config` is left out: its
+/// symbols do not exist there.
+pub fn fragment_paths(
+    layout: &Layout,
+    tree: &Path,
+    machine: &Machine,
+    variant: Variant,
+    with_series: bool,
+) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for f in variant.fragments() {
         if f == "series.config" {
             v.push(tree.join("tools/testing/selftests/mm/config"));
+            v.push(layout.configs().join(machine.guest_fragment));
             if !with_series {
                 continue;
             }
@@ -112,14 +122,21 @@ pub fn fragment_paths(layout: &Layout, tree: &Path, variant: Variant, with_serie
     v
 }
 
-/// Configure `build` for `variant` and check the result.
-pub fn configure(layout: &Layout, tree: &Path, build: &Path, variant: Variant, with_series: bool) -> Result<()> {
+/// Configure `build` for `machine` and `variant` and check the result.
+pub fn configure(
+    layout: &Layout,
+    tree: &Path,
+    build: &Path,
+    machine: &Machine,
+    variant: Variant,
+    with_series: bool,
+) -> Result<()> {
     configure_fragments(
         layout,
         tree,
         build,
-        &[],
-        &fragment_paths(layout, tree, variant, with_series),
+        &machine.arch.make_vars(),
+        &fragment_paths(layout, tree, machine, variant, with_series),
     )
 }
 
@@ -200,7 +217,7 @@ mod tests {
         };
         let tree = std::path::Path::new("/t");
         let names = |with| -> Vec<String> {
-            super::fragment_paths(&layout, tree, super::Variant::SharedPtl, with)
+            super::fragment_paths(&layout, tree, &crate::arch::ARM64_VIRT, super::Variant::SharedPtl, with)
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect()
@@ -213,12 +230,13 @@ mod tests {
                 "/r/configs/rust.config",
                 "/r/configs/debug.config",
                 "/t/tools/testing/selftests/mm/config",
+                "/r/configs/guest-arm64.config",
                 "/r/configs/series.config",
                 "/r/configs/shared-ptl.config"
             ]
         );
         assert!(!names(false).iter().any(|n| n.ends_with("series.config")));
-        assert_eq!(names(false).len(), 6);
+        assert_eq!(names(false).len(), 7);
     }
 
     use super::*;
@@ -263,7 +281,11 @@ mod tests {
     fn repository_fragments_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
         for v in [Variant::Default, Variant::SharedPtl, Variant::Kasan] {
-            for f in v.fragments() {
+            let machines = [
+                crate::arch::X86_64_PC.guest_fragment,
+                crate::arch::ARM64_VIRT.guest_fragment,
+            ];
+            for f in v.fragments().into_iter().chain(machines) {
                 let t = fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
                 if f != "series.config" {
                     assert!(!parse(&t).is_empty(), "{f} sets nothing");

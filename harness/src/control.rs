@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Result};
 
+use crate::arch::Arch;
 use crate::config::Variant;
 use crate::guest::Accel;
 use crate::ktap::Status;
@@ -16,6 +17,9 @@ use crate::{series, BuildOpts, RunOpts};
 
 #[derive(clap::Args, Clone)]
 pub struct Opts {
+    /// The guest's architecture.
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: Arch,
     /// Lock/debug configuration.
     #[arg(long = "config", value_enum, default_value = "default")]
     pub variant: Variant,
@@ -45,6 +49,7 @@ pub const DELAY_KNOB: &str = "/sys/kernel/debug/khugepaged_race_delay_us";
 pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
     let ro = RunOpts {
         build: BuildOpts {
+            arch: o.arch,
             variant: o.variant,
             kernel: series::Kernel::Broken,
             force: false,

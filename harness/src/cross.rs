@@ -15,69 +15,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::arch::Arch;
 use crate::build;
 use crate::cmd;
 use crate::config;
 use crate::layout::{Layout, BASE_TAG};
 use crate::series;
-
-/// An architecture with `HAVE_RUST` in 7.3 (`arch/*/Kconfig`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Arch {
-    #[value(name = "x86_64")]
-    X86_64,
-    Arm64,
-    Riscv,
-    Loongarch,
-    /// 32-bit ARMv7 with LPAE, HIGHMEM and HIGHPTE (THP needs LPAE).
-    Arm,
-    /// 64-bit little-endian Book3S (`PTRS_PER_PTE` is a run-time value).
-    Powerpc,
-    /// s390x (`pte_none()` is not "all bits zero").
-    S390,
-    /// User-mode Linux on x86-64.
-    Um,
-}
-
-impl Arch {
-    pub const ALL: [Arch; 8] = [
-        Arch::X86_64,
-        Arch::Arm64,
-        Arch::Riscv,
-        Arch::Loongarch,
-        Arch::Arm,
-        Arch::Powerpc,
-        Arch::S390,
-        Arch::Um,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Arm64 => "arm64",
-            Arch::Riscv => "riscv",
-            Arch::Loongarch => "loongarch",
-            Arch::Arm => "arm",
-            Arch::Powerpc => "powerpc",
-            Arch::S390 => "s390",
-            Arch::Um => "um",
-        }
-    }
-
-    /// Whether the architecture can have transparent huge pages (the series' code needs them).
-    pub fn has_thp(self) -> bool {
-        self != Arch::Um
-    }
-
-    /// The `make` variables that select the architecture.
-    pub fn make_vars(self) -> Vec<String> {
-        let mut v = vec![format!("ARCH={}", self.name())];
-        if self == Arch::Um {
-            v.push("SUBARCH=x86_64".into());
-        }
-        v
-    }
-}
 
 /// What the configuration holds besides the architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

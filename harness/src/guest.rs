@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::arch::{Machine, TestsPort};
 use crate::{accel, cmd};
 
 /// One command the guest runs, with the name the verdict reports.
@@ -60,6 +61,8 @@ pub fn race_cases(run_vmtests: &str, extra: &str) -> Vec<Case> {
 }
 
 pub struct Initramfs<'a> {
+    /// A static busybox for the guest's architecture.
+    pub busybox: &'a Path,
     pub init: &'a Path,
     /// Host file -> path under /khrs in the guest.
     pub files: Vec<(PathBuf, String)>,
@@ -74,7 +77,8 @@ pub fn pack(spec: &Initramfs, dir: &Path) -> Result<PathBuf> {
     for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "khrs", "root"] {
         fs::create_dir_all(root.join(d))?;
     }
-    fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    fs::copy(spec.busybox, root.join("bin/busybox"))
+        .with_context(|| format!("copying {} (busybox-static)", spec.busybox.display()))?;
     std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
     fs::copy(spec.init, root.join("init"))?;
     for (src, name) in &spec.files {
@@ -137,12 +141,14 @@ pub enum Accel {
 }
 
 pub struct Boot<'a> {
+    pub machine: &'a Machine,
     pub kernel: &'a Path,
     pub initramfs: &'a Path,
     pub disks: &'a [PathBuf],
     pub cpus: u32,
     pub mem_mb: u32,
     pub accel: Accel,
+    /// Kernel command-line arguments after the machine's own ([`Machine::base_append`]).
     pub append: &'a str,
     pub timeout: Duration,
     pub console: PathBuf,
@@ -159,25 +165,34 @@ pub struct BootOutcome {
 }
 
 pub fn qemu(b: &Boot, accel: Accel) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
+    let m = b.machine;
+    let mut c = Command::new(m.qemu);
+    c.args(m.machine_args);
     match accel {
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
-        _ => c.args(["-accel", "tcg", "-cpu", "max"]),
+        _ => c.args(["-accel", "tcg", "-cpu", m.tcg_cpu]),
     };
     c.args(["-m", &b.mem_mb.to_string(), "-smp", &b.cpus.to_string()])
         .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial"])
-        .arg(format!("file:{}", b.console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", b.tests.display()))
-        .arg("-kernel")
+        .arg(format!("file:{}", b.console.display()));
+    match m.tests_port {
+        TestsPort::SecondSerial => c.arg("-serial").arg(format!("file:{}", b.tests.display())),
+        TestsPort::VirtioConsole => c
+            .args(["-device", "virtio-serial-pci,id=khrs-serial", "-chardev"])
+            .arg(format!("file,id=khrs-tests,path={}", b.tests.display()))
+            .args(["-device", "virtconsole,chardev=khrs-tests"]),
+    };
+    c.arg("-kernel")
         .arg(b.kernel)
         .arg("-initrd")
         .arg(b.initramfs)
         .arg("-append")
-        .arg(b.append);
-    for d in b.disks {
+        .arg(format!("{} {}", m.base_append(), b.append).trim());
+    for (i, d) in b.disks.iter().enumerate() {
         c.arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", d.display()));
+            .arg(format!("file={},if=none,id=khrs-disk{i},format=raw", d.display()))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive=khrs-disk{i}"));
     }
     c.args(b.extra_args);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -190,8 +205,12 @@ pub fn qemu(b: &Boot, accel: Accel) -> Command {
 /// that cannot work is an error, not a silent fallback.
 pub fn resolve_accel(b: &Boot) -> Result<Accel> {
     let dir = b.console.parent().unwrap_or_else(|| Path::new(".")).join("kvm-probe");
-    let choice = accel::choose(b.accel, &accel::kvm_device(Path::new("/dev/kvm")), || {
-        accel::run_probe(b.kernel, &dir, b.cpus, Accel::Kvm, accel::PROBE_TIMEOUT)
+    let device = match b.machine.kvm_impossible() {
+        Some(why) => accel::KvmDevice::WrongHost(why),
+        None => accel::kvm_device(Path::new("/dev/kvm")),
+    };
+    let choice = accel::choose(b.accel, &device, || {
+        accel::run_probe(b.machine, b.kernel, &dir, b.cpus, Accel::Kvm, accel::PROBE_TIMEOUT)
     })?;
     eprintln!("  {choice}");
     Ok(choice.accel)
@@ -246,6 +265,79 @@ pub fn run(b: &Boot, accel: Accel) -> Result<BootOutcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn qemu_line(machine: &Machine, accel: Accel) -> String {
+        let disks = [PathBuf::from("/r/swap.img"), PathBuf::from("/r/file.img")];
+        let b = Boot {
+            machine,
+            kernel: Path::new("/b/Image"),
+            initramfs: Path::new("/r/initramfs.cpio.gz"),
+            disks: &disks,
+            cpus: 2,
+            mem_mb: 2048,
+            accel,
+            append: "page_table_check=on",
+            timeout: Duration::from_secs(1),
+            console: PathBuf::from("/r/console.log"),
+            tests: PathBuf::from("/r/tests.log"),
+            extra_args: &[],
+        };
+        cmd::describe(&qemu(&b, accel))
+    }
+
+    /// Both machines boot from the same description; only the fields of [`Machine`] differ.
+    #[test]
+    fn qemu_command_lines_follow_the_machine() {
+        let arm_tcg = qemu_line(&crate::arch::ARM64_VIRT, Accel::Tcg);
+        assert!(
+            arm_tcg
+                .starts_with("qemu-system-aarch64 -machine virt,gic-version=max -accel tcg -cpu max,pauth-impdef=on"),
+            "{arm_tcg}"
+        );
+        assert!(arm_tcg.contains("-device virtio-serial-pci,id=khrs-serial -chardev file,id=khrs-tests,path=/r/tests.log -device virtconsole,chardev=khrs-tests"), "{arm_tcg}");
+        assert!(
+            arm_tcg.contains("console=ttyAMA0 khrs_tests=/dev/hvc0 panic=-1 page_table_check=on"),
+            "{arm_tcg}"
+        );
+        assert_eq!(arm_tcg.matches(" -serial ").count(), 1, "{arm_tcg}");
+        let arm_kvm = qemu_line(&crate::arch::ARM64_VIRT, Accel::Kvm);
+        assert!(
+            arm_kvm.contains("-machine virt,gic-version=max -accel kvm -cpu host"),
+            "{arm_kvm}"
+        );
+        let pc = qemu_line(&crate::arch::X86_64_PC, Accel::Kvm);
+        assert!(
+            pc.starts_with("qemu-system-x86_64 -accel kvm -cpu host -m 2048 -smp 2"),
+            "{pc}"
+        );
+        assert!(
+            pc.contains("-serial file:/r/console.log -serial file:/r/tests.log"),
+            "{pc}"
+        );
+        assert!(
+            pc.contains("console=ttyS0 khrs_tests=/dev/ttyS1 panic=-1 page_table_check=on"),
+            "{pc}"
+        );
+        assert!(!pc.contains("virtconsole"), "{pc}");
+        for line in [&arm_tcg, &pc] {
+            assert!(
+                line.contains(
+                    "-drive file=/r/swap.img,if=none,id=khrs-disk0,format=raw -device virtio-blk-pci,drive=khrs-disk0 \
+                 -drive file=/r/file.img,if=none,id=khrs-disk1,format=raw -device virtio-blk-pci,drive=khrs-disk1"
+                ),
+                "{line}"
+            );
+        }
+    }
+
+    /// /init writes the tests' output where the command line says, and stops loudly without it.
+    #[test]
+    fn init_writes_to_the_device_the_command_line_names() {
+        let init = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/init")).unwrap();
+        assert!(init.contains("exec 3>\"$khrs_tests\""), "{init}");
+        assert!(init.contains("KHRS-ERROR no tests device"), "{init}");
+        assert!(!init.contains("ttyS1\n"), "{init}");
+    }
 
     /// The six `thp` invocations of 7.3's run_vmtests.sh (a captured copy).
     #[test]

@@ -3,6 +3,7 @@
 
 mod ab;
 mod accel;
+mod arch;
 mod base;
 mod bench;
 mod build;
@@ -37,7 +38,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the toolchain (Debian packages, bindgen) and the base (needs root).
-    Install,
+    Install {
+        /// Guest architectures to install QEMU, a cross compiler and busybox for.
+        #[arg(long = "arch", value_enum, default_values = ["x86_64"])]
+        arches: Vec<arch::Arch>,
+    },
     /// Check the toolchain against the kernel's minimum versions.
     Check,
     /// Apply patches/ to the work tree (work/linux) with `git am`.
@@ -59,9 +64,9 @@ enum Command {
     /// The whole test suite: unit tests and model check (`cargo test`), then
     /// the guest runs under each lock configuration.
     Test {
-        /// Lock configurations to run in the guest.
-        #[arg(long = "config", value_enum, default_values = ["default", "shared-ptl"])]
-        variants: Vec<Variant>,
+        /// Guest runs, `ARCH:CONFIG` each (x86_64 or arm64; default, shared-ptl or kasan).
+        #[arg(long = "guest", default_values = ["x86_64:default", "x86_64:shared-ptl"])]
+        guests: Vec<GuestSpec>,
         #[arg(long, value_enum, default_value = "auto")]
         accel: guest::Accel,
     },
@@ -87,6 +92,9 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct BuildOpts {
+    /// The guest's architecture: x86_64 (QEMU's PC) or arm64 (QEMU's virt board, contpte).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: arch::Arch,
     /// Lock/debug configuration.
     #[arg(long = "config", value_enum, default_value = "default")]
     variant: Variant,
@@ -141,7 +149,7 @@ fn main() {
     let cli = Cli::parse();
     let layout = Layout::discover();
     let r = match cli.command {
-        Command::Install => install(&layout),
+        Command::Install { arches } => install(&layout, &arches),
         Command::Check => base::ensure(&layout).and_then(|_| toolchain::check(&layout, &layout.base_repo())),
         Command::Apply { force, mailed_only } => base::ensure(&layout)
             .and_then(|_| series::apply(&layout, !mailed_only, force))
@@ -152,7 +160,7 @@ fn main() {
         Command::Build(o) => prepare(&layout, &o, &mut Vec::new()).map(|_| ()),
         Command::Run(o) => run(&layout, &o).and_then(|(v, _)| if v.ok() { Ok(()) } else { bail!("the run failed") }),
         Command::Control(o) => control::run(&layout, &o),
-        Command::Test { variants, accel } => test(&layout, &variants, accel),
+        Command::Test { guests, accel } => test(&layout, &guests, accel),
         Command::Bench(o) => bench::run(&layout, &o).and_then(|ok| {
             if ok {
                 Ok(())
@@ -169,8 +177,10 @@ fn main() {
     }
 }
 
-fn install(layout: &Layout) -> Result<()> {
-    toolchain::install(layout)?;
+fn install(layout: &Layout, arches: &[arch::Arch]) -> Result<()> {
+    for a in arches {
+        toolchain::install(layout, a.guest_machine()?)?;
+    }
     base::ensure(layout)?;
     toolchain::check(layout, &layout.base_repo())
 }
@@ -197,12 +207,15 @@ fn timed<T>(stages: &mut Stages, name: &str, f: impl FnOnce() -> Result<T>) -> R
     Ok(r)
 }
 
-/// Install what is missing, apply, configure, build. Returns (tree, build dir, bzImage).
+/// Install what is missing, apply, configure, build. Returns (tree, build dir, boot image).
 fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let machine = o.arch.guest_machine()?;
     timed(stages, "install", || {
-        let ready = base::is_ready(layout) && toolchain::check(layout, &layout.base_repo()).is_ok();
+        let ready = base::is_ready(layout)
+            && toolchain::check(layout, &layout.base_repo()).is_ok()
+            && toolchain::check_machine(layout, machine).is_ok();
         if !ready {
-            toolchain::install(layout)?;
+            toolchain::install(layout, machine)?;
         }
         Ok(())
     })?;
@@ -218,18 +231,19 @@ fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<(PathB
     toolchain::check(layout, &tree)?;
     // The negative control's tree is a tree of its own: its build directory has the
     // variant's name too, and the same relative paths, so ccache shares the base's objects.
-    let build = Layout::build_dir(&tree, o.variant.name());
+    let build = Layout::build_dir(&tree, &machine.build_name(o.variant.name()));
     timed(stages, "configure", || {
         toolchain::rust_available(layout, &tree, &build)?;
-        config::configure(layout, &tree, &build, o.variant, with_series)
+        config::configure(layout, &tree, &build, machine, o.variant, with_series)
     })?;
-    let (image, _) = timed(stages, "build", || build::kernel(layout, &tree, &build))?;
+    let (image, _) = timed(stages, "build", || build::kernel(layout, &tree, &build, machine))?;
     Ok((tree, build, image))
 }
 
 /// One guest run; returns its verdict and the directory of its logs.
 fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
     let mut stages = Stages::new();
+    let machine = o.build.arch.guest_machine()?;
     let (tree, build, image) = prepare(layout, &o.build, &mut stages)?;
     let run_vmtests = std::fs::read_to_string(tree.join("tools/testing/selftests/mm/run_vmtests.sh"))?;
     let khugepaged = !o.no_khugepaged && !o.race_only;
@@ -274,7 +288,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
     }));
     let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
     let (bins, _) = timed(&mut stages, "selftests", || {
-        build::selftests(layout, &tree, &build, &programs)
+        build::selftests(layout, &tree, &build, machine, &programs)
     })?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -286,7 +300,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
         } else {
             ""
         },
-        o.build.variant.name()
+        machine.build_name(o.build.variant.name())
     ));
     std::fs::create_dir_all(&dir)?;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
@@ -331,8 +345,10 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
         });
     }
     let init = layout.guest_files().join("init");
+    let busybox = toolchain::busybox(layout, machine);
     let initramfs = guest::pack(
         &guest::Initramfs {
+            busybox: &busybox,
             init: &init,
             files,
             cases: &cases,
@@ -341,8 +357,9 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
         &dir,
     )?;
     let disks = guest::disks(&dir)?;
-    let append = format!("console=ttyS0 panic=-1 page_table_check=on {}", o.append);
+    let append = format!("page_table_check=on {}", o.append);
     let boot = guest::Boot {
+        machine,
         kernel: &image,
         initramfs: &initramfs,
         disks: &disks,
@@ -356,7 +373,12 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
         extra_args: &[],
     };
     let accel = guest::resolve_accel(&boot)?;
-    eprintln!("  guest: {:?}, 2 vCPUs, logs in {}", accel, dir.display());
+    eprintln!(
+        "  guest: {} on {:?}, 2 vCPUs, logs in {}",
+        machine.qemu,
+        accel,
+        dir.display()
+    );
     let outcome = timed(&mut stages, "boot+run", || guest::run(&boot, accel))?;
     for d in &disks {
         let _ = std::fs::remove_file(d);
@@ -369,6 +391,7 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
     std::fs::write(dir.join("verdict.txt"), &text)?;
     let json = serde_json::json!({
         "kernel": o.build.kernel,
+        "arch": o.build.arch,
         "config": o.build.variant,
         "impls": impls,
         "accel": accel,
@@ -397,7 +420,30 @@ fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, PathBuf)> {
     Ok((v, dir))
 }
 
-fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()> {
+/// One guest run of `cargo harness test`: an architecture and a lock configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GuestSpec {
+    arch: arch::Arch,
+    variant: Variant,
+}
+
+impl std::str::FromStr for GuestSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        use clap::ValueEnum;
+        let (a, v) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected ARCH:CONFIG, e.g. arm64:default"))?;
+        let arch = arch::Arch::from_str(a, false)?;
+        arch.guest_machine().map_err(|e| e.to_string())?;
+        Ok(GuestSpec {
+            arch,
+            variant: Variant::from_str(v, false)?,
+        })
+    }
+}
+
+fn test(layout: &Layout, guests: &[GuestSpec], accel: guest::Accel) -> Result<()> {
     let mut failed = Vec::new();
     eprintln!("== cargo test --workspace (harness unit tests, model check)");
     if let Err(e) = cmd::run(
@@ -425,11 +471,13 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
     if let Err(e) = cross::run(layout, &thp_off) {
         failed.push(format!("cross build: {e:#}"));
     }
-    for &v in variants {
-        eprintln!("== guest run, config {}", v.name());
+    for g in guests {
+        let name = format!("{} {}", g.arch.name(), g.variant.name());
+        eprintln!("== guest run, {name}");
         let o = RunOpts {
             build: BuildOpts {
-                variant: v,
+                arch: g.arch,
+                variant: g.variant,
                 kernel: series::Kernel::Series,
                 force: false,
                 mailed_only: false,
@@ -447,12 +495,13 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
         };
         match run(layout, &o).map(|(v, _)| v.ok()) {
             Ok(true) => {}
-            Ok(false) => failed.push(format!("guest run {}: see its verdict above", v.name())),
-            Err(e) => failed.push(format!("guest run {}: {e:#}", v.name())),
+            Ok(false) => failed.push(format!("guest run {name}: see its verdict above")),
+            Err(e) => failed.push(format!("guest run {name}: {e:#}")),
         }
     }
     eprintln!("== negative control: the race selftest must fail on the broken kernel (patches/broken)");
     let control = control::Opts {
+        arch: arch::Arch::X86_64,
         variant: Variant::Default,
         delay_us: 0,
         race_args: String::new(),
@@ -467,4 +516,27 @@ fn test(layout: &Layout, variants: &[Variant], accel: guest::Accel) -> Result<()
     }
     eprintln!("test suite passed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_spec_is_an_arch_with_a_guest_and_a_config() {
+        let g: GuestSpec = "arm64:shared-ptl".parse().unwrap();
+        assert_eq!(
+            g,
+            GuestSpec {
+                arch: arch::Arch::Arm64,
+                variant: Variant::SharedPtl
+            }
+        );
+        assert!("arm64".parse::<GuestSpec>().unwrap_err().contains("ARCH:CONFIG"));
+        assert!("riscv:default"
+            .parse::<GuestSpec>()
+            .unwrap_err()
+            .contains("no test guest for riscv"));
+        assert!("x86_64:lpae".parse::<GuestSpec>().is_err());
+    }
 }

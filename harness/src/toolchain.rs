@@ -4,9 +4,10 @@
 
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::arch::Machine;
 use crate::cmd;
 use crate::layout::Layout;
 
@@ -163,11 +164,6 @@ const TOOLS: &[Tool] = &[
         fix: "apt-get install util-linux",
     },
     Tool {
-        name: "qemu-system-x86_64",
-        path: "/usr/bin/qemu-system-x86_64",
-        fix: "apt-get install qemu-system-x86",
-    },
-    Tool {
         name: "git send-email",
         path: "/usr/lib/git-core/git-send-email",
         fix: "apt-get install git-email",
@@ -216,8 +212,9 @@ pub fn ensure_apt_sources() -> Result<bool> {
     Ok(true)
 }
 
-/// Install whatever is missing. Needs root for apt.
-pub fn install(layout: &Layout) -> Result<()> {
+/// Install whatever is missing for building, and for booting `machine`'s guest. Needs root
+/// for apt.
+pub fn install(layout: &Layout, machine: &Machine) -> Result<()> {
     let added = ensure_apt_sources()?;
     let absent_pkgs: Vec<&str> = PACKAGES
         .iter()
@@ -230,8 +227,7 @@ pub fn install(layout: &Layout) -> Result<()> {
                 .unwrap_or(false)
         })
         .collect();
-    let need_qemu = !Path::new("/usr/bin/qemu-system-x86_64").exists();
-    if added || !absent_pkgs.is_empty() || need_qemu {
+    if added || !absent_pkgs.is_empty() {
         apt_get(&["update"])?;
     }
     if !absent_pkgs.is_empty() {
@@ -239,17 +235,6 @@ pub fn install(layout: &Layout) -> Result<()> {
         let mut args = vec!["install"];
         args.extend(absent_pkgs);
         apt_get(&args)?;
-    }
-    if need_qemu {
-        // A qemu-utils from bookworm-backports breaks bookworm's
-        // qemu-system-common: take qemu-system-x86 from the same suite.
-        let utils =
-            cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"])).unwrap_or_default();
-        if utils.contains("bpo12") {
-            apt_get(&["install", "-t", "bookworm-backports", "qemu-system-x86"])?;
-        } else {
-            apt_get(&["install", "qemu-system-x86"])?;
-        }
     }
     if !layout.bindgen().exists() {
         eprintln!("installing bindgen-cli {BINDGEN_VERSION} from crates.io (~1.5 min)");
@@ -265,6 +250,123 @@ pub fn install(layout: &Layout) -> Result<()> {
                 ])
                 .arg(layout.cache.join("bindgen")),
         )?;
+    }
+    install_machine(layout, machine)
+}
+
+/// The static busybox of `machine`'s guest: the host's busybox-static for the host's
+/// architecture, else Debian's busybox-static:<arch> unpacked into the cache.
+pub fn busybox(layout: &Layout, machine: &Machine) -> PathBuf {
+    if machine.is_host() {
+        PathBuf::from("/bin/busybox")
+    } else {
+        layout
+            .cache
+            .join(format!("busybox-{}/bin/busybox", machine.debian_arch))
+    }
+}
+
+/// What booting `machine`'s guest needs beyond [`PACKAGES`], missing ones with the fix.
+fn missing_for(layout: &Layout, machine: &Machine) -> Vec<String> {
+    let mut v = Vec::new();
+    let qemu = format!("/usr/bin/{}", machine.qemu);
+    if !Path::new(&qemu).exists() {
+        v.push(format!(
+            "{} ({qemu}): apt-get install {}",
+            machine.qemu, machine.qemu_package
+        ));
+    }
+    if !machine.is_host() {
+        let gcc = format!("/usr/bin/{}gcc", machine.cross_compile);
+        if !Path::new(&gcc).exists() {
+            v.push(format!("{gcc}: apt-get install {}", machine.cross_packages.join(" ")));
+        }
+    }
+    let bb = busybox(layout, machine);
+    if !bb.exists() {
+        v.push(format!(
+            "busybox-static for {} ({}): cargo harness install --arch {}",
+            machine.debian_arch,
+            bb.display(),
+            machine.arch.name()
+        ));
+    }
+    v
+}
+
+/// Install what `machine`'s guest needs: its QEMU (from the suite the installed
+/// qemu-utils comes from), the cross compiler and static libc for its programs, and
+/// Debian's busybox-static for its architecture (`apt-get download`, unpacked into the
+/// cache with `dpkg -x`: nothing of another architecture is installed). Needs root.
+pub fn install_machine(layout: &Layout, machine: &Machine) -> Result<()> {
+    if missing_for(layout, machine).is_empty() {
+        return Ok(());
+    }
+    let mut pkgs: Vec<&str> = Vec::new();
+    if !Path::new(&format!("/usr/bin/{}", machine.qemu)).exists() {
+        pkgs.push(machine.qemu_package);
+    }
+    if !machine.is_host() && !Path::new(&format!("/usr/bin/{}gcc", machine.cross_compile)).exists() {
+        pkgs.extend(machine.cross_packages);
+    }
+    let bb = busybox(layout, machine);
+    let foreign = !machine.is_host() && !bb.exists();
+    if foreign {
+        let have = cmd::output(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
+        if !have.split_whitespace().any(|a| a == machine.debian_arch) {
+            cmd::run(Command::new("dpkg").args(["--add-architecture", machine.debian_arch]))?;
+        }
+    }
+    ensure_apt_sources()?;
+    apt_get(&["update"])?;
+    if !pkgs.is_empty() {
+        eprintln!(
+            "installing Debian packages for the {} guest: {}",
+            machine.arch.name(),
+            pkgs.join(" ")
+        );
+        let utils =
+            cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"])).unwrap_or_default();
+        let mut args = vec!["install"];
+        if utils.contains("bpo12") {
+            // A qemu-utils from bookworm-backports breaks bookworm's qemu-system-common.
+            args.extend(["-t", "bookworm-backports"]);
+        }
+        args.extend(pkgs);
+        apt_get(&args)?;
+    }
+    if foreign {
+        let dir = bb
+            .parent()
+            .and_then(Path::parent)
+            .context("busybox path has a parent")?;
+        let dl = layout.cache.join(format!("deb-{}", machine.debian_arch));
+        let _ = fs::remove_dir_all(&dl);
+        fs::create_dir_all(&dl)?;
+        let pkg = format!("busybox-static:{}", machine.debian_arch);
+        cmd::run(Command::new("apt-get").current_dir(&dl).args(["download", &pkg]))
+            .with_context(|| format!("apt-get download {pkg}"))?;
+        let deb = fs::read_dir(&dl)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .with_context(|| format!("apt-get download {pkg} left no .deb in {}", dl.display()))?;
+        let _ = fs::remove_dir_all(dir);
+        cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(dir))?;
+        let _ = fs::remove_dir_all(&dl);
+    }
+    check_machine(layout, machine)
+}
+
+/// Check that `machine`'s guest can be built and booted; name every missing piece.
+pub fn check_machine(layout: &Layout, machine: &Machine) -> Result<()> {
+    let problems = missing_for(layout, machine);
+    if !problems.is_empty() {
+        bail!(
+            "cannot boot the {} guest (run `cargo harness install --arch {}` as root):\n  {}",
+            machine.arch.name(),
+            machine.arch.name(),
+            problems.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -72,6 +72,9 @@ const SPLAT_STARTS: &[&str] = &[
     "UBSAN:",
     "------------[ cut here ]------------",
     "Unable to handle kernel",
+    // arm64's die(): "Internal error: Oops: 0000000096000004 [#1] SMP".
+    "Internal error:",
+    "SError Interrupt",
 ];
 const SPLAT_CONTAINS: &[&str] = &[
     "Bad rss-counter",

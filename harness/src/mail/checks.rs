@@ -661,6 +661,15 @@ pub fn kernel_doc(tree: &Path, below: &str) -> Result<Vec<String>> {
 /// on and without a warning; for the RFC the series' options must be on at
 /// the last patch, which is built with CLIPPY=1, then rustfmtcheck and
 /// rustdoc.
+/// The machine the per-patch builds are for: the x86-64 test kernel's configuration.
+const MACHINE: &crate::arch::Machine = &crate::arch::X86_64_PC;
+
+fn mail_make(layout: &Layout, tree: &Path, bdir: &Path) -> std::process::Command {
+    let mut c = build::make(layout, tree, bdir);
+    c.args(MACHINE.arch.make_vars());
+    c
+}
+
 pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[String]) -> Result<()> {
     let bdir = m.build_dir.clone();
     fs::create_dir_all(&bdir)?;
@@ -673,7 +682,7 @@ pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[
     let n = commits.len();
     let res = (|| -> Result<()> {
         cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", &commits[n - 1]]))?;
-        config::configure(layout, tree, &bdir, config::Variant::Default, m.rust())?;
+        config::configure(layout, tree, &bdir, MACHINE, config::Variant::Default, m.rust())?;
         fs::copy(&mine, &full)?;
         for (i, c) in commits.iter().enumerate() {
             cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", c]))?;
@@ -683,7 +692,7 @@ pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[
             if fs::read(&full)? != fs::read(&mine).unwrap_or_default() {
                 fs::copy(&full, &mine)?;
             }
-            cmd::output(build::make(layout, tree, &bdir).arg("olddefconfig"))?;
+            cmd::output(mail_make(layout, tree, &bdir).arg("olddefconfig"))?;
             let text = fs::read_to_string(&mine)?;
             let cfg = config::parse(&text);
             if cfg.get("CONFIG_RUST").cloned().flatten().as_deref() != Some("y") {
@@ -712,7 +721,7 @@ pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[
                 }
             }
             let last = i + 1 == n && m.rust();
-            let mut make = build::make(layout, tree, &bdir);
+            let mut make = mail_make(layout, tree, &bdir);
             make.arg("vmlinux");
             if last {
                 make.arg("CLIPPY=1");
@@ -735,13 +744,13 @@ pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[
         }
         cmd::logged(
             "rustfmtcheck",
-            build::make(layout, tree, &bdir).arg("rustfmtcheck"),
+            mail_make(layout, tree, &bdir).arg("rustfmtcheck"),
             &bdir.join("rustfmtcheck.log"),
             None,
         )
         .context("`make rustfmtcheck` fails on the series")?;
         let log = bdir.join("rustdoc.log");
-        cmd::logged("rustdoc", build::make(layout, tree, &bdir).arg("rustdoc"), &log, None)
+        cmd::logged("rustdoc", mail_make(layout, tree, &bdir).arg("rustdoc"), &log, None)
             .context("`make rustdoc` fails on the series")?;
         no_warnings(&log, "make rustdoc on the series")
     })();
