@@ -106,6 +106,11 @@ pub enum TestsPort {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Machine {
     pub arch: Arch,
+    /// kbuild's `ARCH` for the test kernel. `x86`, not `x86_64`, for the PC: with `ARCH=x86_64`
+    /// tinyconfig comes out different (IBT, CET and protection keys off), and the test kernel
+    /// is the one a plain `make` on an x86-64 host configures (`CONFIG_64BIT=y` from
+    /// configs/guest.config).
+    pub kbuild_arch: &'static str,
     /// The kbuild target that makes the boot image, and the image under the build directory.
     pub image_target: &'static str,
     pub image: &'static str,
@@ -135,6 +140,7 @@ pub struct Machine {
 
 pub const X86_64_PC: Machine = Machine {
     arch: Arch::X86_64,
+    kbuild_arch: "x86",
     image_target: "bzImage",
     image: "arch/x86/boot/bzImage",
     guest_fragment: "guest-x86_64.config",
@@ -155,6 +161,7 @@ pub const X86_64_PC: Machine = Machine {
 /// one PL011, PCIe. `pauth-impdef` keeps TCG's pointer authentication cheap.
 pub const ARM64_VIRT: Machine = Machine {
     arch: Arch::Arm64,
+    kbuild_arch: "arm64",
     image_target: "Image",
     image: "arch/arm64/boot/Image",
     guest_fragment: "guest-arm64.config",
@@ -187,6 +194,11 @@ impl Machine {
                 std::env::consts::ARCH
             )
         })
+    }
+
+    /// The `make` variables of this machine's test kernel.
+    pub fn make_vars(&self) -> Vec<String> {
+        vec![format!("ARCH={}", self.kbuild_arch)]
     }
 
     /// The `O=` directory name of a configuration of this machine's kernel.
@@ -243,5 +255,7 @@ mod tests {
             "console=ttyAMA0 khrs_tests=/dev/hvc0 panic=-1"
         );
         assert_eq!(ARM64_VIRT.build_name("default"), "arm64-default");
+        assert_eq!(X86_64_PC.make_vars(), ["ARCH=x86"]);
+        assert_eq!(ARM64_VIRT.make_vars(), ["ARCH=arm64"]);
     }
 }

@@ -38,7 +38,7 @@ pub fn make(layout: &Layout, tree: &Path, build: &Path) -> Command {
 pub fn kernel(layout: &Layout, tree: &Path, build: &Path, machine: &Machine) -> Result<(PathBuf, Duration)> {
     let log = build.join("build.log");
     let mut make = make(layout, tree, build);
-    make.args(machine.arch.make_vars()).arg(machine.image_target);
+    make.args(machine.make_vars()).arg(machine.image_target);
     let took = cmd::logged(&format!("build {} kernel", machine.arch.name()), &mut make, &log, None)?;
     let warned = warnings(&std::fs::read_to_string(&log).unwrap_or_default());
     if !warned.is_empty() {
@@ -92,7 +92,7 @@ pub fn selftests(
     let log = build.join("selftests.log");
     let t1 = cmd::logged(
         "install headers",
-        make(layout, tree, build).args(machine.arch.make_vars()).arg("headers"),
+        make(layout, tree, build).args(machine.make_vars()).arg("headers"),
         &build.join("headers.log"),
         None,
     )?;

@@ -135,7 +135,7 @@ pub fn configure(
         layout,
         tree,
         build,
-        &machine.arch.make_vars(),
+        &machine.make_vars(),
         &fragment_paths(layout, tree, machine, variant, with_series),
     )
 }

@@ -65,7 +65,7 @@ enum Command {
     /// the guest runs under each lock configuration.
     Test {
         /// Guest runs, `ARCH:CONFIG` each (x86_64 or arm64; default, shared-ptl or kasan).
-        #[arg(long = "guest", default_values = ["x86_64:default", "x86_64:shared-ptl"])]
+        #[arg(long = "guest", default_values = ["x86_64:default", "x86_64:shared-ptl", "arm64:default"])]
         guests: Vec<GuestSpec>,
         #[arg(long, value_enum, default_value = "auto")]
         accel: guest::Accel,
@@ -458,6 +458,10 @@ fn test(layout: &Layout, guests: &[GuestSpec], accel: guest::Accel) -> Result<()
     );
     if let Err(e) = base::ensure(layout).and_then(|_| mail::loopback_round_trip(layout)) {
         failed.push(format!("mail loopback round trip: {e:#}"));
+    }
+    eprintln!("== mail --rebase-onto, onto two bases made from this one (fixes merged; a line of a fix changed)");
+    if let Err(e) = mail::rebase_self_test(layout) {
+        failed.push(format!("mail rebase self-test: {e:#}"));
     }
     // The cheapest cell that catches a break every RUST=y kernel would see (about 3 min
     // with a warm ccache); `cargo harness cross` runs the whole matrix.

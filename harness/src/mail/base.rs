@@ -83,9 +83,11 @@ impl BaseReport {
     /// The paragraph about the base for the cover letter.
     pub fn statement(&self) -> String {
         let mut lines = vec![format!(
-            "Base: developed and tested on Debian's {}, i.e. {} plus the \
+            "Base: developed and tested on Debian's {} ({} sha256 {}), i.e. {} plus the \
              7.3.y stable updates and Debian's patches, not on an upstream commit.{}",
             self.debian.trim(),
+            crate::base::TARBALL,
+            crate::base::TARBALL_SHA256,
             self.tag,
             match &self.commit {
                 Some(id) => format!(" The base-commit below is upstream {} ({id}).", self.tag),

@@ -666,7 +666,7 @@ const MACHINE: &crate::arch::Machine = &crate::arch::X86_64_PC;
 
 fn mail_make(layout: &Layout, tree: &Path, bdir: &Path) -> std::process::Command {
     let mut c = build::make(layout, tree, bdir);
-    c.args(MACHINE.arch.make_vars());
+    c.args(MACHINE.make_vars());
     c
 }
 

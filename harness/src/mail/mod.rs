@@ -46,10 +46,12 @@ mod base;
 mod checks;
 mod identity;
 mod loopback;
+mod rebase;
 mod recipients;
 mod report;
 
 pub use loopback::loopback_round_trip;
+pub use rebase::self_test as rebase_self_test;
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -119,6 +121,17 @@ pub struct Opts {
     /// work/mail/report/, to the maintainers of the fixed files, never a list.
     #[arg(long, conflicts_with_all = ["record_upstream", "no_build_check", "signoff", "assisted_by"])]
     pub report: bool,
+    /// Apply the series (with the stacks below it) onto this git tree instead (a user's own
+    /// mm-new or v7.3 checkout; it is cloned, not touched) with `git am -3`, report each
+    /// patch (applied, 3-way merged, already there, conflict), and re-run checkpatch and
+    /// the per-patch build on the result.
+    #[arg(long, value_name = "GIT_TREE", conflicts_with_all = ["send", "loopback", "report", "record_upstream"])]
+    pub rebase_onto: Option<PathBuf>,
+    /// The check of `--rebase-onto` that `cargo harness test` runs: the RFC onto the base
+    /// with the fixes merged (all must apply) and onto the base with a line of a fix
+    /// changed (that fix must be reported as a conflict).
+    #[arg(long, conflicts_with_all = ["send", "loopback", "report", "rebase_onto"])]
+    pub rebase_self_test: bool,
 }
 
 /// The two mailed series.
@@ -292,11 +305,17 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
     if o.loopback {
         return loopback_round_trip(layout);
     }
+    if o.rebase_self_test {
+        return rebase::self_test(layout);
+    }
     let signing = Signing::from_opts(layout, o)?;
     if o.report {
         return report::run(layout, o, &signing);
     }
-    let m = Mailing::new(layout, o.series, o.version)?;
+    let mut m = Mailing::new(layout, o.series, o.version)?;
+    if let Some(target) = &o.rebase_onto {
+        return rebase::run(layout, &mut m, target, !o.no_build_check);
+    }
     if o.send {
         refuse_send_early(layout, &m, &signing, o)?;
     }
@@ -917,6 +936,13 @@ mod tests {
         let text = fill_cover(generated, template, &report(Some(id)), None).unwrap();
         assert!(text.contains("Subject: [RFC PATCH v1 0/1] mm/khugepaged: the subject\n"));
         assert!(text.contains("\n\nWhy.\n\nBase: developed and tested on Debian's"));
+        assert!(
+            text.replace('\n', " ").contains(&format!(
+                "(linux-source-7.3.tar.xz sha256 {})",
+                crate::base::TARBALL_SHA256
+            )),
+            "{text}"
+        );
         assert!(
             text.contains("DIFFERENT between v7.3 and Debian 7.3.4 (tested on Debian's version\nonly): b.c."),
             "{text}"
