@@ -55,9 +55,11 @@ impl Flavour {
 }
 
 /// The fragment paths of one cell of the matrix.
+/// The architecture's fragment comes last, so that it can turn off what the architecture
+/// cannot build (powerpc: `CONFIG_BUG`, see configs/cross/arch-powerpc.config).
 pub fn fragment_paths(layout: &Layout, arch: Arch, flavour: Flavour) -> Vec<PathBuf> {
-    let mut v = vec![layout.configs().join(format!("cross/arch-{}.config", arch.name()))];
-    v.extend(flavour.fragments().into_iter().map(|f| layout.configs().join(f)));
+    let mut v: Vec<PathBuf> = flavour.fragments().into_iter().map(|f| layout.configs().join(f)).collect();
+    v.push(layout.configs().join(format!("cross/arch-{}.config", arch.name())));
     v
 }
 
@@ -194,11 +196,12 @@ fn build_cell(layout: &Layout, tree: &Path, arch: Arch, flavour: Flavour, patch:
     let stage = format!("build {} {}", arch.name(), flavour.name());
     let mut make = build::make(layout, tree, &build);
     make.args(arch.make_vars()).arg("vmlinux");
+    let started = std::time::Instant::now();
     let res = cmd::logged(&stage, &mut make, &log, None);
+    cell.took = started.elapsed();
     let text = fs::read_to_string(&log).unwrap_or_default();
     match res {
-        Ok(took) => {
-            cell.took = took;
+        Ok(_) => {
             cell.warnings = build::warnings(&text);
         }
         Err(e) => {
@@ -285,9 +288,11 @@ mod tests {
         let layout = Layout::discover();
         for arch in Arch::ALL {
             for flavour in Flavour::ALL {
-                for f in fragment_paths(&layout, arch, flavour) {
+                let frags = fragment_paths(&layout, arch, flavour);
+                for f in &frags {
                     assert!(f.exists(), "{} missing", f.display());
                 }
+                assert!(frags.last().unwrap().ends_with(format!("cross/arch-{}.config", arch.name())));
             }
         }
     }
