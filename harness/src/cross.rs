@@ -58,7 +58,11 @@ impl Flavour {
 /// The architecture's fragment comes last, so that it can turn off what the architecture
 /// cannot build (powerpc: `CONFIG_BUG`, see configs/cross/arch-powerpc.config).
 pub fn fragment_paths(layout: &Layout, arch: Arch, flavour: Flavour) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = flavour.fragments().into_iter().map(|f| layout.configs().join(f)).collect();
+    let mut v: Vec<PathBuf> = flavour
+        .fragments()
+        .into_iter()
+        .map(|f| layout.configs().join(f))
+        .collect();
     v.push(layout.configs().join(format!("cross/arch-{}.config", arch.name())));
     v
 }
@@ -292,7 +296,10 @@ mod tests {
                 for f in &frags {
                     assert!(f.exists(), "{} missing", f.display());
                 }
-                assert!(frags.last().unwrap().ends_with(format!("cross/arch-{}.config", arch.name())));
+                assert!(frags
+                    .last()
+                    .unwrap()
+                    .ends_with(format!("cross/arch-{}.config", arch.name())));
             }
         }
     }

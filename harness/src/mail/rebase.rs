@@ -272,7 +272,7 @@ pub fn run(layout: &Layout, m: &mut Mailing, target: &Path, build: bool) -> Resu
     let out = m.out_dir.join("rebased");
     let _ = fs::remove_dir_all(&out);
     cmd::output(
-        &mut cmd::git(&tree, ["format-patch", "-q", "-o"])
+        cmd::git(&tree, ["format-patch", "-q", "-o"])
             .arg(&out)
             .arg(format!("-{own}")),
     )?;
