@@ -160,6 +160,16 @@ pub fn apply_broken(layout: &Layout) -> Result<PathBuf> {
     Ok(wt)
 }
 
+/// `git am` commits: a machine without a git identity still needs one for the trees the
+/// harness makes (derived, rebase).
+pub fn ensure_identity(tree: &Path) -> Result<()> {
+    if cmd::output(&mut cmd::git(tree, ["config", "user.email"])).is_err() {
+        cmd::output(&mut cmd::git(tree, ["config", "user.name", "khugepaged-rs harness"]))?;
+        cmd::output(&mut cmd::git(tree, ["config", "user.email", "harness@localhost"]))?;
+    }
+    Ok(())
+}
+
 /// Make a derived tree (the negative control's, the cross builds') the base with `patches`
 /// applied by `git am` on branch `branch`, each limited to the paths matching its pattern if it
 /// has one (`git am --include`). A stamp in the tree's `.git` holds the patches' text: the tree
@@ -174,11 +184,7 @@ pub fn apply_derived(tree: &Path, branch: &str, patches: &[(PathBuf, Option<Stri
     if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) && is_clean(tree)? {
         return Ok(());
     }
-    // `git am` commits: a machine without a git identity still needs one for these trees.
-    if cmd::output(&mut cmd::git(tree, ["config", "user.email"])).is_err() {
-        cmd::output(&mut cmd::git(tree, ["config", "user.name", "khugepaged-rs harness"]))?;
-        cmd::output(&mut cmd::git(tree, ["config", "user.email", "harness@localhost"]))?;
-    }
+    ensure_identity(tree)?;
     cmd::output(&mut cmd::git(tree, ["am", "--abort"])).ok();
     cmd::output(&mut cmd::git(tree, ["checkout", "-q", "-f", "-B", branch, BASE_TAG]))?;
     crate::base::clean(tree)?;

@@ -124,10 +124,7 @@ fn clone_target(layout: &Layout, target: &Path) -> Result<(PathBuf, String)> {
         crate::base::exclude_build_dirs(&tree)?;
         fs::write(&stamp, abs.to_string_lossy().as_bytes())?;
     }
-    if cmd::output(&mut cmd::git(&tree, ["config", "user.email"])).is_err() {
-        cmd::output(&mut cmd::git(&tree, ["config", "user.name", "khugepaged-rs harness"]))?;
-        cmd::output(&mut cmd::git(&tree, ["config", "user.email", "harness@localhost"]))?;
-    }
+    crate::series::ensure_identity(&tree)?;
     Ok((tree, head))
 }
 
