@@ -360,6 +360,8 @@ impl Targets {
     fn new(layout: &Layout) -> Result<Targets> {
         let repo = layout.repo.join("work/rebase-targets");
         let _ = fs::remove_dir_all(&repo);
+        // The rebase tree shares this repository's objects (`clone --shared`): remade with it.
+        let _ = fs::remove_dir_all(layout.repo.join("work/rebase-tree"));
         cmd::output(
             std::process::Command::new("git")
                 .args(["clone", "-q", "--shared", "--no-checkout"])
