@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::base::patch_ids;
-use super::checks::{check_mail_patch, header, headers, patch_number, strip_tags, Forbidden};
+use super::checks::{check_mail_patch, header, headers, patch_number, strip_tags};
+use super::forbidden::Forbidden;
 use super::identity::Identity;
 use super::{base_report, format_series, prepare_tree, Mailing, SeriesName, Signing, SYSTEM_PYTHON};
 use crate::cmd;

@@ -18,7 +18,8 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::checks::{build_check, checkpatch, codespell_dictionary, has_history};
+use super::checkpatch::{checkpatch, codespell_dictionary, has_history};
+use super::patch_build::build_check;
 use super::{file_name, Mailing};
 use crate::cmd;
 use crate::layout::Layout;
@@ -497,8 +498,6 @@ mod tests {
         );
         assert_eq!(super::first_removed_line(patch, "mm/none.c"), None);
     }
-
-    use super::*;
 
     #[test]
     fn outcomes_from_what_git_am_printed() {

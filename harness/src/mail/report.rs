@@ -18,7 +18,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::checks::{check_stored_patch, headers, strip_tags, touched_files, Forbidden};
+use super::checks::{check_stored_patch, headers, strip_tags, touched_files};
+use super::forbidden::Forbidden;
 use super::recipients::{list_entries, parse_get_maintainer, refuse_lists, SECURITY_TEAM};
 use super::{
     file_name, placeholders, prepare_tree, send_email_command, Mailing, Opts, SeriesName, Signing, PLACEHOLDER,
