@@ -49,7 +49,59 @@ pub fn kernel(layout: &Layout, tree: &Path, build: &Path, machine: &Machine) -> 
             warned.join("\n  ")
         );
     }
+    check_helpers_inlined(build)?;
     Ok((build.join(machine.image), took))
+}
+
+/// The object of the Rust collapse (`CONFIG_KHUGEPAGED_RUST`).
+pub const RUST_COLLAPSE_OBJECT: &str = "mm/khugepaged_rs.o";
+
+/// With `CONFIG_RUST_INLINE_HELPERS` the Rust collapse must not call a single C helper
+/// (`rust_helper_*`) out of line: its per-PTE loops are where the benchmark's cost was.
+/// Checked on the object's relocations (`llvm-objdump -dr`), every call site counted.
+/// A kernel without the Rust collapse or without inlined helpers has nothing to check.
+fn check_helpers_inlined(build: &Path) -> Result<()> {
+    let config = std::fs::read_to_string(build.join(".config"))
+        .with_context(|| format!("reading {}/.config", build.display()))?;
+    let config = crate::config::parse(&config);
+    let on = |sym: &str| config.get(sym).is_some_and(|v| v.as_deref() == Some("y"));
+    if !on("CONFIG_KHUGEPAGED_RUST") || !on("CONFIG_RUST_INLINE_HELPERS") {
+        return Ok(());
+    }
+    let obj = build.join(RUST_COLLAPSE_OBJECT);
+    let objdump = toolchain::llvm().tool("llvm-objdump");
+    let listing = cmd::output(Command::new(&objdump).arg("-dr").arg(&obj))
+        .with_context(|| format!("{objdump} -dr {}", obj.display()))?;
+    let calls = helper_calls(&listing);
+    if !calls.is_empty() {
+        let list: Vec<String> = calls.iter().map(|(f, n)| format!("{f} ({n})")).collect();
+        bail!(
+            "CONFIG_RUST_INLINE_HELPERS=y, yet {} still calls C helpers out of line: {}",
+            obj.display(),
+            list.join(", ")
+        );
+    }
+    eprintln!("  build: {RUST_COLLAPSE_OBJECT} calls no rust_helper_* (inlined)");
+    Ok(())
+}
+
+/// The `rust_helper_*` functions an `llvm-objdump -dr` listing has relocations against,
+/// with the number of sites.
+pub fn helper_calls(listing: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut calls = std::collections::BTreeMap::new();
+    for line in listing.lines() {
+        let mut words = line.split_whitespace();
+        let Some(kind) = words.nth(1) else { continue };
+        if !kind.starts_with("R_") {
+            continue;
+        }
+        let Some(target) = words.next() else { continue };
+        let name = target.split(['+', '-']).next().unwrap_or(target);
+        if name.starts_with("rust_helper_") {
+            *calls.entry(name.to_string()).or_insert(0) += 1;
+        }
+    }
+    calls
 }
 
 /// Compiler warnings in a kbuild log, each with the location rustc prints on the next lines.
@@ -120,6 +172,30 @@ pub fn selftests(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_calls_to_helpers_from_relocations() {
+        let x86 = "
+0000000000000000 <_RNvCs_khugepaged_rs_collapse>:
+       0: 55                            \tpushq\t%rbp
+       1: e8 00 00 00 00                \tcallq\t0x6 <_RNv...+0x6>
+\t\t0000000000000002:  R_X86_64_PLT32\trust_helper_spin_lock-0x4
+      10: e8 00 00 00 00                \tcallq\t0x15
+\t\t0000000000000011:  R_X86_64_PLT32\trust_helper_spin_lock-0x4
+      20: e8 00 00 00 00                \tcallq\t0x25
+\t\t0000000000000021:  R_X86_64_PLT32\t_RNvMs_NtCs_6kernel5typesINtB4_6OpaqueNtNtCs_8bindings9mm_structE3getB8_-0x4
+";
+        let arm64 = "      1c: 94000000     \tbl\t0x1c <x+0x1c>
+\t\t000000000000001c:  R_AARCH64_CALL26\trust_helper_ptep_get
+";
+        let calls = super::helper_calls(x86);
+        assert_eq!(
+            calls.into_iter().collect::<Vec<_>>(),
+            [("rust_helper_spin_lock".to_string(), 2)]
+        );
+        assert_eq!(super::helper_calls(arm64)["rust_helper_ptep_get"], 1);
+        assert!(super::helper_calls("       1: 55  \tpushq\t%rbp\n").is_empty());
+    }
+
     #[test]
     fn finds_rustc_and_clang_warnings() {
         let log = "  CLIPPY L rust/kernel.o

@@ -14,6 +14,9 @@ use crate::cmd;
 use crate::layout::Layout;
 use crate::toolchain;
 
+/// The fragment that turns on `CONFIG_RUST_INLINE_HELPERS`.
+pub const INLINE_HELPERS: &str = "inline-helpers.config";
+
 /// A named lock/debug configuration a user can ask for with `--config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum Variant {
@@ -100,16 +103,21 @@ pub fn mismatches(fragments: &[(String, String)], config: &str) -> Vec<String> {
 /// selftests config, then the machine's own (`guest-<arch>.config`, which may say that a
 /// symbol the selftests config asks for does not exist there), then `series.config` and the
 /// variant's. Without the series (the negative control) `series.config` is left out: its
-/// symbols do not exist there.
+/// symbols do not exist there. With an `llvm` that can inline the C helpers into Rust,
+/// `inline-helpers.config` follows `rust.config`.
 pub fn fragment_paths(
     layout: &Layout,
     tree: &Path,
     machine: &Machine,
+    llvm: toolchain::Llvm,
     variant: Variant,
     with_series: bool,
 ) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for f in variant.fragments() {
+        if f == "debug.config" && llvm.inlines_helpers() {
+            v.push(layout.configs().join(INLINE_HELPERS));
+        }
         if f == "series.config" {
             v.push(tree.join("tools/testing/selftests/mm/config"));
             v.push(layout.configs().join(machine.guest_fragment));
@@ -136,7 +144,7 @@ pub fn configure(
         tree,
         build,
         &machine.make_vars(),
-        &fragment_paths(layout, tree, machine, variant, with_series),
+        &fragment_paths(layout, tree, machine, toolchain::llvm(), variant, with_series),
     )
 }
 
@@ -217,10 +225,18 @@ mod tests {
         };
         let tree = std::path::Path::new("/t");
         let names = |with| -> Vec<String> {
-            super::fragment_paths(&layout, tree, &crate::arch::ARM64_VIRT, super::Variant::SharedPtl, with)
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect()
+            let m = &crate::arch::ARM64_VIRT;
+            super::fragment_paths(
+                &layout,
+                tree,
+                m,
+                toolchain::MATCHED_LLVM,
+                super::Variant::SharedPtl,
+                with,
+            )
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
         };
         assert_eq!(
             names(true),
@@ -228,6 +244,7 @@ mod tests {
                 "/r/configs/guest.config",
                 "/r/configs/mm.config",
                 "/r/configs/rust.config",
+                "/r/configs/inline-helpers.config",
                 "/r/configs/debug.config",
                 "/t/tools/testing/selftests/mm/config",
                 "/r/configs/guest-arm64.config",
@@ -236,7 +253,17 @@ mod tests {
             ]
         );
         assert!(!names(false).iter().any(|n| n.ends_with("series.config")));
-        assert_eq!(names(false).len(), 7);
+        assert_eq!(names(false).len(), 8);
+        let fallback = super::fragment_paths(
+            &layout,
+            tree,
+            &crate::arch::X86_64_PC,
+            toolchain::FALLBACK_LLVM,
+            super::Variant::Default,
+            true,
+        );
+        assert!(!fallback.iter().any(|p| p.ends_with(super::INLINE_HELPERS)));
+        assert_eq!(fallback.len(), 7);
     }
 
     use super::*;
@@ -285,7 +312,7 @@ mod tests {
                 crate::arch::X86_64_PC.guest_fragment,
                 crate::arch::ARM64_VIRT.guest_fragment,
             ];
-            for f in v.fragments().into_iter().chain(machines) {
+            for f in v.fragments().into_iter().chain(machines).chain([INLINE_HELPERS]) {
                 let t = fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
                 if f != "series.config" {
                     assert!(!parse(&t).is_empty(), "{f} sets nothing");
