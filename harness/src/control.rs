@@ -5,17 +5,20 @@
 //! runs the race selftest alone there, and succeeds only if the UFFDIO_COPY and UFFDIO_ZEROPAGE
 //! variants fail by one of the test's own checks, naming the round.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::arch::Arch;
 use crate::config::Variant;
+use crate::failure::Failure;
 use crate::guest::Accel;
 use crate::ktap::Status;
 use crate::layout::Layout;
+use crate::pipeline::{self, BuildOpts, Stages};
+use crate::run::{self as guest_run, RunOpts};
+use crate::series;
 use crate::verdict::{self, Verdict};
-use crate::{series, BuildOpts, RunOpts};
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct Opts {
     /// The guest's architecture.
     #[arg(long, value_enum, default_value = "x86_64")]
@@ -66,9 +69,19 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
         append: String::new(),
         command: Vec::new(),
     };
-    let (v, dir) = crate::run(layout, &ro)?;
-    let tests_log = std::fs::read_to_string(dir.join("tests.log"))?;
-    let caught = judge(&v, &tests_log)?;
+    let mut stages = Stages::default();
+    let built = pipeline::prepare(layout, &ro.build, &mut stages)?;
+    let plan = guest_run::plan(&guest_run::read_run_vmtests(&built.tree)?, &ro, false).context(Failure::Setup)?;
+    let logs = guest_run::boot(layout, &built, &plan, &ro, &mut stages)?;
+    let v = guest_run::judge(&plan, &logs);
+    let caught = judge(&v, &logs.tests);
+    let report = match &caught {
+        Ok(lines) => format!("the race selftest caught the bug:\n  {}\n", lines.join("\n  ")),
+        Err(e) => format!("the control failed: {e:#}\n\n{}", verdict::render(&v)),
+    };
+    let judged = serde_json::json!({ "caught": caught.as_ref().ok(), "verdict": v });
+    guest_run::record(&built, &logs, &stages, ("control.txt", &report), judged, caught.is_ok())?;
+    let caught = caught.context(Failure::Test)?;
     println!(
         "negative control (broken kernel, {} µs delay): the race selftest caught the bug",
         o.delay_us

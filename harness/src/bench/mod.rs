@@ -16,7 +16,8 @@ use std::time::Duration;
 use crate::ab::{self, Impl};
 use crate::arch::Machine;
 use crate::layout::Layout;
-use crate::{cmd, guest, verdict, BuildOpts, Stages};
+use crate::pipeline::{self, BuildOpts, Stages};
+use crate::{cmd, config, guest, verdict};
 
 /// The cases of collapse_bench, in its order.
 pub const CASES: &[&str] = &["shared", "private", "uffd-private", "uffd-contended"];
@@ -103,18 +104,19 @@ fn build_program(layout: &Layout, machine: &Machine, out: &Path) -> Result<PathB
 }
 
 pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
-    let mut stages = Stages::new();
+    let mut stages = Stages::default();
     let machine = o.build.arch.guest_machine()?;
     let (build, image) = match &o.build_dir {
         Some(d) => (d.clone(), d.join(machine.image)),
         None => {
-            let (_, build, image) = crate::prepare(layout, &o.build, &mut stages)?;
-            (build, image)
+            let built = pipeline::prepare(layout, &o.build, &mut stages)?;
+            (built.out, built.image)
         }
     };
     let dot_config = std::fs::read_to_string(build.join(".config"))
         .with_context(|| format!("reading {}", build.join(".config").display()))?;
-    if !dot_config.contains("\nCONFIG_KHUGEPAGED_RUST=y") || o.build.mailed_only {
+    let rust_on = config::parse(&dot_config).get("CONFIG_KHUGEPAGED_RUST") == Some(&Some("y".to_string()));
+    if !rust_on || o.build.mailed_only {
         bail!("the benchmark needs CONFIG_KHUGEPAGED_RUST=y and the local debugfs switch (patches/local/)");
     }
     if !image.exists() {
@@ -171,7 +173,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         None => format!("{accel:?}, 2 vCPUs"),
     };
     eprintln!("  guest: {mode}, logs in {}", dir.display());
-    let outcome = crate::timed(&mut stages, "boot+bench", || guest::run(&boot, accel))?;
+    let outcome = stages.timed("boot+bench", || guest::run(&boot, accel))?;
     let tests_log = std::fs::read_to_string(&boot.tests).unwrap_or_default();
     let console = std::fs::read_to_string(&boot.console).unwrap_or_default();
     let (cpus, gcs) = split_cases(&tests_log);
@@ -224,7 +226,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         "kernel": image,
         "build_dir": build,
         "cpus": cpus,
-        "stages_seconds": stages.iter().cloned().collect::<BTreeMap<_, _>>(),
+        "stages_seconds": stages.seconds(),
         "boot": outcome,
         "summary": summary,
         "problems": results.problems,

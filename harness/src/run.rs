@@ -1,0 +1,418 @@
+//! A guest run, in stages: [`plan`] what the guest runs (the khugepaged invocations of the
+//! tree's run_vmtests.sh, the race selftest, under each implementation), [`boot`] it on the
+//! [`Built`] kernel and collect the [`Logs`], then [`judge`] them into a verdict that
+//! [`record`] writes. `cargo harness run` is all four; the control and the benchmark reuse
+//! the first two with judges of their own.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::ab::{self, Impl};
+use crate::failure::Failure;
+use crate::guest::{self, Accel};
+use crate::layout::Layout;
+use crate::pipeline::{self, BuildOpts, Built, Stages};
+use crate::{series, toolchain, verdict};
+
+/// A file for the guest: `HOST_PATH[:NAME]`, placed in /khrs as NAME (default: its file name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    pub src: PathBuf,
+    pub name: String,
+}
+
+impl FromStr for GuestFile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (src, name) = match s.split_once(':') {
+            Some((src, name)) => (PathBuf::from(src), name.to_string()),
+            None => {
+                let src = PathBuf::from(s);
+                let name = src
+                    .file_name()
+                    .ok_or_else(|| format!("{s:?} has no file name: give HOST_PATH:NAME"))?
+                    .to_string_lossy()
+                    .into_owned();
+                (src, name)
+            }
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(format!("{s:?}: NAME must be a plain file name"));
+        }
+        Ok(GuestFile { src, name })
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunOpts {
+    #[command(flatten)]
+    pub build: BuildOpts,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: Accel,
+    /// Hard limit for the guest, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Extra file for the guest, `HOST_PATH[:NAME]`, placed in /khrs.
+    #[arg(long = "file")]
+    pub files: Vec<GuestFile>,
+    /// Do not run the khugepaged kselftests (only the extra command).
+    #[arg(long)]
+    pub no_khugepaged: bool,
+    /// Implementations to run the cases under, one block each. Other than `rust` they need
+    /// the local debugfs switch (patches/local), so not with --mailed-only.
+    #[arg(long = "impl", value_enum, default_values = ["rust"])]
+    pub impls: Vec<Impl>,
+    /// Arguments for the race selftests (e.g. `-s 60 -n 100000`).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub race_args: String,
+    /// Run only the race selftests, not the khugepaged cases.
+    #[arg(long, conflicts_with = "no_khugepaged")]
+    pub race_only: bool,
+    /// Shell command run before each race selftest (e.g. to set a debugfs knob).
+    #[arg(long, default_value = "")]
+    pub race_prefix: String,
+    /// Extra kernel command-line arguments.
+    #[arg(long, default_value = "")]
+    pub append: String,
+    /// A command to run in the guest after the tests (from /khrs).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl RunOpts {
+    /// The test suite's run of `build`: every khugepaged invocation and the race selftest,
+    /// under `impls`.
+    pub fn suite(build: BuildOpts, accel: Accel, impls: Vec<Impl>) -> RunOpts {
+        RunOpts {
+            build,
+            accel,
+            timeout: 1800,
+            files: Vec::new(),
+            no_khugepaged: false,
+            impls,
+            race_args: String::new(),
+            race_only: false,
+            race_prefix: String::new(),
+            append: String::new(),
+            command: Vec::new(),
+        }
+    }
+}
+
+/// What the guest runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPlan {
+    /// In order; with implementations, one block each (ab::blocks).
+    pub cases: Vec<guest::Case>,
+    /// The selftest programs to build and pack.
+    pub programs: Vec<String>,
+    /// The implementations the blocks run under (empty: the kernel's own).
+    pub impls: Vec<Impl>,
+}
+
+/// The plan for `o` from the tree's run_vmtests.sh; `switch` says whether the kernel has the
+/// local C/Rust switch.
+pub fn plan(run_vmtests: &str, o: &RunOpts, switch: bool) -> Result<GuestPlan> {
+    let khugepaged = !o.no_khugepaged && !o.race_only;
+    let mut cases = if khugepaged {
+        guest::khugepaged_cases(run_vmtests)
+    } else {
+        Vec::new()
+    };
+    if khugepaged && cases.len() != 6 {
+        bail!(
+            "expected the six khugepaged invocations in run_vmtests.sh, found {}",
+            cases.len()
+        );
+    }
+    let races = if o.no_khugepaged {
+        Vec::new()
+    } else {
+        guest::race_cases(run_vmtests, &o.race_args)
+    };
+    if o.race_only && races.is_empty() {
+        bail!("--race-only, but run_vmtests.sh lists no race selftest");
+    }
+    let mut programs: Vec<String> = Vec::new();
+    if khugepaged {
+        programs.push("khugepaged".into());
+    }
+    programs.extend(
+        guest::RACE_PROGRAMS
+            .iter()
+            .filter(|p| races.iter().any(|c| c.name.split_whitespace().next() == Some(**p)))
+            .map(|p| p.to_string()),
+    );
+    cases.extend(races.into_iter().map(|mut c| {
+        if !o.race_prefix.is_empty() {
+            c.command = format!("{} && {}", o.race_prefix, c.command);
+        }
+        c
+    }));
+    let impls = if switch && !o.no_khugepaged {
+        o.impls.clone()
+    } else {
+        if let Some(i) = o.impls.iter().find(|i| **i != Impl::Rust) {
+            bail!(
+                "--impl {} needs the local C/Rust switch (patches/local, CONFIG_KHUGEPAGED_RUST), \
+                 which this kernel does not have",
+                i.label()
+            );
+        }
+        Vec::new()
+    };
+    if !impls.is_empty() {
+        cases = ab::blocks(&cases, &impls);
+    }
+    if !o.command.is_empty() {
+        let c = o.command.join(" ");
+        cases.push(guest::Case {
+            name: c.clone(),
+            command: c,
+        });
+    }
+    Ok(GuestPlan { cases, programs, impls })
+}
+
+/// What a boot left behind.
+#[derive(Debug)]
+pub struct Logs {
+    /// The run's directory (initramfs, logs, verdict, result.json).
+    pub dir: PathBuf,
+    pub accel: Accel,
+    pub outcome: guest::BootOutcome,
+    /// What the guest's init wrote to the tests' port.
+    pub tests: String,
+    pub console: String,
+    pub console_path: PathBuf,
+}
+
+/// Build the plan's selftests, pack the initramfs and boot `built` with it.
+pub fn boot(layout: &Layout, built: &Built, plan: &GuestPlan, o: &RunOpts, stages: &mut Stages) -> Result<Logs> {
+    let machine = built.machine;
+    let programs: Vec<&str> = plan.programs.iter().map(String::as_str).collect();
+    let (bins, _) = stages
+        .timed("selftests", || {
+            crate::build::selftests(layout, &built.tree, &built.out, machine, &programs)
+        })
+        .context(Failure::Build)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let broken = if built.opts.kernel == series::Kernel::Broken {
+        "broken-"
+    } else {
+        ""
+    };
+    let dir = layout.runs().join(format!(
+        "{stamp}-{broken}{}",
+        machine.build_name(built.opts.variant.name())
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files: Vec<(PathBuf, String)> = programs.iter().map(|p| (bins.join(p), p.to_string())).collect();
+    for f in &o.files {
+        if !f.src.is_file() {
+            bail!("--file {}: no such file", f.src.display());
+        }
+        files.push((f.src.clone(), f.name.clone()));
+    }
+    let init = layout.guest_files().join("init");
+    let busybox = toolchain::busybox(layout, machine);
+    let initramfs = guest::pack(
+        &guest::Initramfs {
+            busybox: &busybox,
+            init: &init,
+            files,
+            cases: &plan.cases,
+            setup: None,
+        },
+        &dir,
+    )?;
+    let disks = guest::disks(&dir)?;
+    let append = format!("page_table_check=on {}", o.append);
+    let boot = guest::Boot {
+        machine,
+        kernel: &built.image,
+        initramfs: &initramfs,
+        disks: &disks,
+        cpus: 2,
+        mem_mb: 2048,
+        accel: o.accel,
+        append: append.trim(),
+        timeout: Duration::from_secs(o.timeout),
+        console: dir.join("console.log"),
+        tests: dir.join("tests.log"),
+        extra_args: &[],
+    };
+    let accel = guest::resolve_accel(&boot).context(Failure::Setup)?;
+    eprintln!(
+        "  guest: {} on {:?}, 2 vCPUs, logs in {}",
+        machine.qemu,
+        accel,
+        dir.display()
+    );
+    let outcome = stages
+        .timed("boot+run", || guest::run(&boot, accel))
+        .context(Failure::Setup)?;
+    for d in &disks {
+        let _ = std::fs::remove_file(d);
+    }
+    Ok(Logs {
+        accel,
+        outcome,
+        tests: std::fs::read_to_string(&boot.tests).unwrap_or_default(),
+        console: std::fs::read_to_string(&boot.console).unwrap_or_default(),
+        console_path: boot.console.clone(),
+        dir,
+    })
+}
+
+/// The verdict of a run of `plan`.
+pub fn judge(plan: &GuestPlan, logs: &Logs) -> verdict::Verdict {
+    let expected: Vec<String> = plan.cases.iter().map(|c| c.name.clone()).collect();
+    verdict::judge(
+        &logs.tests,
+        &logs.console,
+        &expected,
+        2,
+        logs.outcome.timed_out,
+        &plan.impls,
+    )
+}
+
+/// Write `result.json` (and `text`, the judge's report, to `report`) in the run's directory.
+pub fn record(
+    built: &Built,
+    logs: &Logs,
+    stages: &Stages,
+    report: (&str, &str),
+    judged: serde_json::Value,
+    ok: bool,
+) -> Result<PathBuf> {
+    let (report_name, text) = report;
+    write(&logs.dir.join(report_name), text)?;
+    let json = serde_json::json!({
+        "kernel": built.opts.kernel,
+        "arch": built.opts.arch,
+        "config": built.opts.variant,
+        "accel": logs.accel,
+        "image": built.image,
+        "build_dir": built.out,
+        "stages_seconds": stages.seconds(),
+        "boot": logs.outcome,
+        "result": judged,
+        "ok": ok,
+    });
+    let path = logs.dir.join("result.json");
+    write(&path, &serde_json::to_string_pretty(&json)?)?;
+    eprintln!("stages: {}", stages.line());
+    Ok(path)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `cargo harness run`: prepare, plan, boot, judge, record. Returns the verdict and the logs.
+pub fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, Logs)> {
+    let mut stages = Stages::default();
+    let built = pipeline::prepare(layout, &o.build, &mut stages)?;
+    let run_vmtests = read_run_vmtests(&built.tree)?;
+    let switch =
+        o.build.kernel == series::Kernel::Series && !o.build.mailed_only && built.has("CONFIG_KHUGEPAGED_RUST");
+    let plan = plan(&run_vmtests, o, switch).context(Failure::Setup)?;
+    let logs = boot(layout, &built, &plan, o, &mut stages)?;
+    let v = judge(&plan, &logs);
+    let text = verdict::render(&v);
+    let mut judged = serde_json::to_value(&v)?;
+    judged["impls"] = serde_json::to_value(&plan.impls)?;
+    let result = record(&built, &logs, &stages, ("verdict.txt", &text), judged, v.ok())?;
+    println!("{text}");
+    eprintln!("console: {}\nresult: {}", logs.console_path.display(), result.display());
+    Ok((v, logs))
+}
+
+/// The tree's run_vmtests.sh, where the khugepaged invocations and the race selftest are listed.
+pub fn read_run_vmtests(tree: &Path) -> Result<String> {
+    let p = tree.join("tools/testing/selftests/mm/run_vmtests.sh");
+    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUN_VMTESTS: &str = "\
+CATEGORY=\"thp\" run_test ./khugepaged
+CATEGORY=\"thp\" run_test ./khugepaged -s 2
+CATEGORY=\"thp\" run_test ./khugepaged all:shmem
+CATEGORY=\"thp\" run_test ./khugepaged -s 4 all:shmem
+CATEGORY=\"thp\" run_test ./khugepaged all:file ${SPLIT_HUGE_PAGE_TEST_XFS_PATH}
+CATEGORY=\"thp\" run_test ./khugepaged -s 8 all:anon
+CATEGORY=\"thp\" run_test ./collapse_retract_race
+CATEGORY=\"thp\" run_test ./transhuge-stress -d 20
+";
+
+    fn opts(args: &[&str]) -> RunOpts {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: RunOpts,
+        }
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .unwrap()
+            .o
+    }
+
+    #[test]
+    fn every_case_under_every_implementation_with_the_switch() {
+        let o = opts(&["--impl", "rust", "--impl", "c", "--race-args", "-s 3"]);
+        let p = plan(RUN_VMTESTS, &o, true).unwrap();
+        assert_eq!(p.programs, ["khugepaged", "collapse_retract_race"]);
+        assert_eq!(p.impls, [Impl::Rust, Impl::C]);
+        // A stats read first, then 7 cases and a stats read per implementation.
+        assert_eq!(p.cases.len(), 1 + 2 * 8);
+        assert!(p.cases.iter().any(|c| c.name == "[c] collapse_retract_race -s 3"));
+        assert!(p.cases.iter().any(|c| c.name == "[rust] khugepaged all:file /mnt/file"));
+    }
+
+    #[test]
+    fn without_the_switch_only_the_kernels_own_implementation() {
+        let p = plan(RUN_VMTESTS, &opts(&[]), false).unwrap();
+        assert!(p.impls.is_empty());
+        assert_eq!(p.cases.len(), 7);
+        let e = plan(RUN_VMTESTS, &opts(&["--impl", "c"]), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--impl c needs the local C/Rust switch"), "{e}");
+    }
+
+    #[test]
+    fn race_only_with_a_prefix_and_an_extra_command() {
+        let o = opts(&["--race-only", "--race-prefix", "echo 5 > /k", "--", "./x", "-v"]);
+        let p = plan(RUN_VMTESTS, &o, false).unwrap();
+        assert_eq!(p.programs, ["collapse_retract_race"]);
+        let names: Vec<&str> = p.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["collapse_retract_race", "./x -v"]);
+        assert_eq!(p.cases[0].command, "echo 5 > /k && ./collapse_retract_race");
+        let e = plan("CATEGORY=\"thp\" run_test ./khugepaged\n", &opts(&[]), false).unwrap_err();
+        assert!(e.to_string().contains("found 1"), "{e}");
+        assert!(plan("", &o, false)
+            .unwrap_err()
+            .to_string()
+            .contains("no race selftest"));
+    }
+
+    #[test]
+    fn guest_files_parse_with_and_without_a_name() {
+        let f: GuestFile = "/tmp/a.sh".parse().unwrap();
+        assert_eq!((f.src.to_str(), f.name.as_str()), (Some("/tmp/a.sh"), "a.sh"));
+        let f: GuestFile = "/tmp/a.sh:b".parse().unwrap();
+        assert_eq!(f.name, "b");
+        assert!("/tmp/a:x/y".parse::<GuestFile>().is_err());
+        assert!("/".parse::<GuestFile>().is_err());
+    }
+}
