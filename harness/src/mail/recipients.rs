@@ -72,9 +72,19 @@ pub fn parse_get_maintainer(out: &str) -> Vec<Entry> {
 pub struct Recipients {
     pub to: Vec<String>,
     pub cc: Vec<String>,
+    /// Named by get_maintainer only for a `K:` keyword match (a word such as "llvm" or
+    /// "riscv" anywhere in a commit message or a changed line), not for a file the series
+    /// touches: left out, and printed as such.
+    pub keyword_only: Vec<Entry>,
 }
 
-/// To: linux-mm and Andrew Morton; Cc: everyone else get_maintainer names
+/// Whether get_maintainer names the entry only through `K:` keyword matches: every one of
+/// its comma-separated roles is a `...:Keyword:...` one.
+pub fn keyword_only(e: &Entry) -> bool {
+    !e.role.is_empty() && e.role.split(',').all(|r| r.contains(":Keyword:"))
+}
+
+/// To: linux-mm and Andrew Morton; Cc: everyone else get_maintainer names for the files
 /// (maintainers, reviewers, lists) and `extra`; each address once.
 pub fn recipients(entries: &[Entry], extra: &[&str]) -> Recipients {
     let mut seen = BTreeSet::new();
@@ -88,11 +98,17 @@ pub fn recipients(entries: &[Entry], extra: &[&str]) -> Recipients {
         seen.insert(email_of(&a));
         r.to.push(a);
     }
-    for a in entries.iter().map(|e| e.addr.as_str()).chain(extra.iter().copied()) {
+    let (by_keyword, by_file): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| keyword_only(e));
+    for a in by_file.iter().map(|e| e.addr.as_str()).chain(extra.iter().copied()) {
         if seen.insert(email_of(a)) {
             r.cc.push(a.to_string());
         }
     }
+    r.keyword_only = by_keyword
+        .into_iter()
+        .filter(|e| !seen.contains(&email_of(&e.addr)))
+        .cloned()
+        .collect();
     r
 }
 
@@ -111,6 +127,15 @@ pub fn print_recipients(r: &Recipients, entries: &[Entry]) {
     println!("Cc ({}):", r.cc.len());
     for a in &r.cc {
         println!("  {a}  [{}]", role(a));
+    }
+    if !r.keyword_only.is_empty() {
+        println!(
+            "Not Cc'd ({}): get_maintainer names them only for a keyword in the text, not for a file:",
+            r.keyword_only.len()
+        );
+        for e in &r.keyword_only {
+            println!("  {}  [{}]", e.addr, e.role);
+        }
     }
 }
 
@@ -264,6 +289,33 @@ mod tests {
             assert!(r.cc.iter().any(|a| a == want), "{want} missing from {:?}", r.cc);
         }
         let emails: Vec<String> = r.to.iter().chain(&r.cc).map(|a| email_of(a)).collect();
+        // Keyword-only entries (CLANG/LLVM for the word "llvm" in a message) are left out;
+        // one that a file names too stays.
+        let kw = |addr: &str, role: &str| Entry {
+            addr: addr.into(),
+            role: role.into(),
+        };
+        let mut with_kw = e.clone();
+        with_kw.push(kw(
+            "Nathan Chancellor <nathan@kernel.org>",
+            "maintainer:CLANG/LLVM BUILD SUPPORT:Keyword:\\b(?i:clang|llvm)\\b",
+        ));
+        with_kw.push(kw(
+            "llvm@lists.linux.dev",
+            "open list:CLANG/LLVM BUILD SUPPORT:Keyword:x",
+        ));
+        with_kw.push(kw(
+            "Miguel Ojeda <ojeda@kernel.org>",
+            "maintainer:RUST,maintainer:RUST:Keyword:\\b(?i:rust)\\b",
+        ));
+        let k = recipients(&with_kw, &[]);
+        assert!(
+            !k.cc.iter().any(|a| a.contains("nathan@") || a.contains("llvm@")),
+            "{:?}",
+            k.cc
+        );
+        assert_eq!(k.keyword_only.len(), 2, "{:?}", k.keyword_only);
+        assert!(k.cc.iter().any(|a| a.contains("ojeda@")));
         let unique: BTreeSet<&String> = emails.iter().collect();
         assert_eq!(unique.len(), emails.len(), "{emails:?}");
         assert!(e.iter().any(|x| x.role == "maintainer:MEMORY MANAGEMENT - RUST"));
