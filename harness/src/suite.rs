@@ -86,11 +86,18 @@ pub fn steps(guests: &[GuestSpec], accel: Accel) -> Vec<Step> {
         Step::CargoTest,
         Step::MailLoopback,
         Step::RebaseSelfTest,
-        // The cheapest cell that catches a break every RUST=y kernel would see (about 3 min
-        // with a warm ccache); `cargo harness cross` runs the whole matrix.
+        // The cells that caught breaks every RUST=y kernel of them would see: x86_64 with
+        // THP off (no pmdp_collapse_flush) and riscv (PTRS_PER_PTE not a constant bindgen
+        // sees), about 3 min each with a warm ccache; `cargo harness cross` runs the matrix.
         Step::Cross(cross::Opts {
             arches: vec![Arch::X86_64],
             flavours: vec![cross::Flavour::ThpOff],
+            each_patch: Vec::new(),
+            fail_fast: false,
+        }),
+        Step::Cross(cross::Opts {
+            arches: vec![Arch::Riscv],
+            flavours: vec![cross::Flavour::Series],
             each_patch: Vec::new(),
             fail_fast: false,
         }),
@@ -175,11 +182,12 @@ mod tests {
             .collect();
         let s = steps(&guests, Accel::Tcg);
         let titles: Vec<String> = s.iter().map(Step::title).collect();
-        assert_eq!(s.len(), 7, "{titles:?}");
+        assert_eq!(s.len(), 8, "{titles:?}");
         assert!(matches!(s[0], Step::CargoTest));
         assert_eq!(titles[3], "cross build: x86_64 with thp-off (cargo harness cross)");
-        assert_eq!(titles[4], "guest run, x86_64 default");
-        assert_eq!(titles[5], "guest run, arm64 default");
-        assert!(matches!(s[6], Step::Control(_)));
+        assert_eq!(titles[4], "cross build: riscv with series (cargo harness cross)");
+        assert_eq!(titles[5], "guest run, x86_64 default");
+        assert_eq!(titles[6], "guest run, arm64 default");
+        assert!(matches!(s[7], Step::Control(_)));
     }
 }
