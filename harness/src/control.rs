@@ -73,7 +73,7 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
     let built = pipeline::prepare(layout, &ro.build, &mut stages)?;
     let plan = guest_run::plan(&guest_run::read_run_vmtests(&built.tree)?, &ro, false).context(Failure::Setup)?;
     let logs = guest_run::boot(layout, &built, &plan, &ro, &mut stages)?;
-    let v = guest_run::judge(&plan, &logs);
+    let v = guest_run::judge(&built.tree, &plan, &logs);
     let caught = judge(&v, &logs.tests);
     let report = match &caught {
         Ok(lines) => format!("the race selftest caught the bug:\n  {}\n", lines.join("\n  ")),
@@ -193,7 +193,7 @@ mod tests {
     const CAUGHT: &str = include_str!("../tests/fixtures/tests-broken-control.log");
 
     fn verdict_of(log: &str) -> Verdict {
-        verdict::judge(log, "", &[PROGRAM.to_string()], 2, false, &[])
+        verdict::judge(log, "", Vec::new(), &[PROGRAM.to_string()], 2, false, &[])
     }
 
     #[test]
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_run_proves_nothing() {
-        let v = verdict::judge(CAUGHT, "", &[PROGRAM.to_string()], 2, true, &[]);
+        let v = verdict::judge(CAUGHT, "", Vec::new(), &[PROGRAM.to_string()], 2, true, &[]);
         assert!(judge(&v, CAUGHT).unwrap_err().to_string().contains("did not complete"));
     }
 

@@ -14,7 +14,7 @@ use crate::failure::Failure;
 use crate::guest::{self, Accel};
 use crate::layout::Layout;
 use crate::pipeline::{self, BuildOpts, Built, Stages};
-use crate::{series, toolchain, verdict};
+use crate::{cmd, series, toolchain, verdict};
 
 /// A file for the guest: `HOST_PATH[:NAME]`, placed in /khrs as NAME (default: its file name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,17 +269,47 @@ pub fn boot(layout: &Layout, built: &Built, plan: &GuestPlan, o: &RunOpts, stage
     })
 }
 
-/// The verdict of a run of `plan`.
-pub fn judge(plan: &GuestPlan, logs: &Logs) -> verdict::Verdict {
+/// The KUnit results in the console log, by the tree's own `kunit.py parse --json`.
+pub fn kunit_results(tree: &Path, logs: &Logs) -> Result<Vec<verdict::SuiteResult>> {
+    let json = logs.dir.join("kunit.json");
+    let out = cmd::output(
+        std::process::Command::new(crate::mail::SYSTEM_PYTHON)
+            .arg(tree.join("tools/testing/kunit/kunit.py"))
+            .arg("parse")
+            .arg(format!("--json={}", json.display()))
+            .arg(&logs.console_path),
+    );
+    // kunit.py exits 1 when a test failed, after writing the JSON.
+    let text = std::fs::read_to_string(&json).map_err(|e| {
+        anyhow::anyhow!(
+            "kunit.py parse wrote no {} ({e}); it said: {}",
+            json.display(),
+            out.err().map(|e| format!("{e:#}")).unwrap_or_default()
+        )
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    Ok(verdict::kunit_suites(&value))
+}
+
+/// The verdict of a run of `plan` on the kernel of `tree`.
+pub fn judge(tree: &Path, plan: &GuestPlan, logs: &Logs) -> verdict::Verdict {
     let expected: Vec<String> = plan.cases.iter().map(|c| c.name.clone()).collect();
-    verdict::judge(
+    let (kunit, problem) = match kunit_results(tree, logs) {
+        Ok(k) => (k, None),
+        Err(e) => (Vec::new(), Some(format!("KUnit results: {e:#}"))),
+    };
+    let mut v = verdict::judge(
         &logs.tests,
         &logs.console,
+        kunit,
         &expected,
         2,
         logs.outcome.timed_out,
         &plan.impls,
-    )
+    );
+    v.problems.extend(problem);
+    v
 }
 
 /// Write `result.json` (and `text`, the judge's report, to `report`) in the run's directory.
@@ -324,7 +354,7 @@ pub fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, Logs)> {
         o.build.kernel == series::Kernel::Series && !o.build.mailed_only && built.has("CONFIG_KHUGEPAGED_RUST");
     let plan = plan(&run_vmtests, o, switch).context(Failure::Setup)?;
     let logs = boot(layout, &built, &plan, o, &mut stages)?;
-    let v = judge(&plan, &logs);
+    let v = judge(&built.tree, &plan, &logs);
     let text = verdict::render(&v);
     let mut judged = serde_json::to_value(&v)?;
     judged["impls"] = serde_json::to_value(&plan.impls)?;

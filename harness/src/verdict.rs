@@ -115,36 +115,48 @@ pub fn splats(console: &str) -> Vec<Splat> {
         .collect()
 }
 
-/// KUnit suites from the kernel log: each top-level result line closes a
-/// suite whose test cases are the result lines one level (4 spaces) deeper.
-pub fn kunit(console: &str) -> Vec<SuiteResult> {
-    let mut out: Vec<SuiteResult> = Vec::new();
-    let (mut pass, mut fail, mut skip) = (0, 0, 0);
-    for l in console.lines() {
-        let Some(t) = kernel_text(l) else { continue };
-        let body = t.trim_start_matches(' ');
-        let depth = (t.len() - body.len()) / 4;
-        let Some(r) = ktap::parse_result(body) else { continue };
-        match depth {
-            0 => {
-                out.push(SuiteResult {
-                    name: r.name,
-                    status: r.status,
-                    pass,
-                    fail,
-                    skip,
-                });
-                (pass, fail, skip) = (0, 0, 0);
+/// KUnit suites from the JSON of the tree's own parser (`tools/testing/kunit/kunit.py parse
+/// --json`, which reads the KTAP in the kernel log, nested as KUnit nests it): one result per
+/// top-level suite, with the test cases of it and of its sub-groups counted. A case is PASS,
+/// SKIP, or else (FAIL, ERROR: crashed) a failure.
+pub fn kunit_suites(json: &serde_json::Value) -> Vec<SuiteResult> {
+    fn count(g: &serde_json::Value, r: &mut SuiteResult) {
+        for c in g["test_cases"].as_array().into_iter().flatten() {
+            match c["status"].as_str() {
+                Some("PASS") => r.pass += 1,
+                Some("SKIP") => r.skip += 1,
+                _ => r.fail += 1,
             }
-            1 => match r.status {
-                Status::Pass => pass += 1,
-                Status::Fail => fail += 1,
-                Status::Skip => skip += 1,
-            },
-            _ => {}
+        }
+        for sub in g["sub_groups"].as_array().into_iter().flatten() {
+            count(sub, r);
+        }
+        let misc = |k: &str| g["misc"][k].as_u64().unwrap_or(0);
+        if misc("crashed") + misc("errors") > 0 && r.fail == 0 {
+            r.status = Status::Fail;
         }
     }
-    out
+    json["sub_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let mut r = SuiteResult {
+                name: g["name"].as_str().unwrap_or("?").to_string(),
+                status: Status::Pass,
+                pass: 0,
+                fail: 0,
+                skip: 0,
+            };
+            count(g, &mut r);
+            if r.fail > 0 {
+                r.status = Status::Fail;
+            } else if r.pass == 0 && r.skip > 0 {
+                r.status = Status::Skip;
+            }
+            r
+        })
+        .collect()
 }
 
 /// One command's output in the tests log, between the guest's
@@ -260,6 +272,7 @@ pub fn cases(tests_log: &str, expected: &[String]) -> (Option<u32>, Vec<CaseResu
 pub fn judge(
     tests_log: &str,
     console: &str,
+    kunit: Vec<SuiteResult>,
     expected: &[String],
     min_cpus: u32,
     timed_out: bool,
@@ -283,7 +296,6 @@ pub fn judge(
         None => problems.push("the guest never reported its CPU count".into()),
         _ => {}
     }
-    let kunit = kunit(console);
     let splats = splats(console);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for c in &cases {
@@ -414,7 +426,7 @@ mod tests {
     /// `khugepaged -s 2` bailed out after its first test.
     #[test]
     fn real_run_with_a_bail_out() {
-        let v = judge(TESTS, CONSOLE, &six(), 2, false, &[]);
+        let v = judge(TESTS, CONSOLE, kunit_of_console(), &six(), 2, false, &[]);
         assert_eq!(v.cpus, Some(2));
         assert_eq!(v.cases.len(), 6);
         let s2 = &v.cases[1];
@@ -441,22 +453,39 @@ mod tests {
         );
     }
 
+    /// What kunit.py parse --json made of CONSOLE.
+    fn kunit_of_console() -> Vec<SuiteResult> {
+        let json = include_str!("../tests/fixtures/kunit-console-base-default.json");
+        kunit_suites(&serde_json::from_str(json).unwrap())
+    }
+
     #[test]
-    fn kunit_suites_from_the_console() {
-        let k = kunit(CONSOLE);
+    fn kunit_suites_from_kunit_py() {
+        let k = kunit_of_console();
         let names: Vec<&str> = k.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
             ["rust_kernel_fmt", "rust_spinlock_irq_condvar", "rust_doctests_kernel"]
         );
         assert_eq!((k[0].pass, k[2].pass, k[2].fail), (1, 360, 0));
+        let failing = serde_json::json!({"sub_groups": [
+            {"name": "a", "test_cases": [{"status": "PASS"}, {"status": "ERROR"}], "sub_groups": [
+                {"name": "a.p", "test_cases": [{"status": "FAIL"}, {"status": "SKIP"}], "sub_groups": []}]},
+            {"name": "b", "test_cases": [{"status": "SKIP"}], "sub_groups": []},
+            {"name": "c", "test_cases": [], "sub_groups": [], "misc": {"crashed": 1}}]});
+        let k = kunit_suites(&failing);
+        assert_eq!((k[0].status, k[0].pass, k[0].fail, k[0].skip), (Status::Fail, 1, 2, 1));
+        assert_eq!(k[1].status, Status::Skip);
+        assert_eq!(k[2].status, Status::Fail);
+        let v = judge(TESTS, CONSOLE, k, &six(), 2, false, &[]);
+        assert!(!v.ok());
     }
 
     #[test]
     fn a_short_run_is_not_a_pass() {
         // Cut the real log after the third case started: timeout/hang.
         let cut = &TESTS[..TESTS.find("KHRS-BEGIN 3").unwrap() + 40];
-        let v = judge(cut, CONSOLE, &six(), 2, true, &[]);
+        let v = judge(cut, CONSOLE, kunit_of_console(), &six(), 2, true, &[]);
         assert!(!v.ok());
         assert!(v.problems.iter().any(|p| p.contains("timeout")));
         assert!(v.problems.iter().any(|p| p.contains("no KHRS-DONE")));
@@ -467,7 +496,7 @@ mod tests {
         assert!(v.cases[2].problems.contains(&"did not finish".to_string()));
         // One CPU is not enough for a race run.
         let one = TESTS.replace("KHRS-CPUS 2", "KHRS-CPUS 1");
-        assert!(judge(&one, CONSOLE, &six(), 2, false, &[])
+        assert!(judge(&one, CONSOLE, kunit_of_console(), &six(), 2, false, &[])
             .problems
             .iter()
             .any(|p| p.contains("1 CPU")));
@@ -481,7 +510,7 @@ mod tests {
                    Bail out! Page 7 is corrupted: 0x0\n\
                    KHRS-END 1 rc=1\nKHRS-DONE\n";
         let expected = vec!["khugepaged all:file /mnt/file".to_string()];
-        let v = judge(log, CONSOLE, &expected, 2, false, &[]);
+        let v = judge(log, CONSOLE, kunit_of_console(), &expected, 2, false, &[]);
         assert!(!v.ok());
         let text = render(&v);
         assert!(text.contains("FAIL khugepaged all:file /mnt/file"), "{text}");
@@ -490,7 +519,7 @@ mod tests {
         let pass = "KHRS-CPUS 2\nKHRS-BEGIN 1 khugepaged all:file /mnt/file\nTAP version 13\n1..1\n\
                     ok 1 collapse_full\n# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0\n\
                     KHRS-END 1 rc=0\nKHRS-DONE\n";
-        let text = render(&judge(pass, CONSOLE, &expected, 2, false, &[]));
+        let text = render(&judge(pass, CONSOLE, kunit_of_console(), &expected, 2, false, &[]));
         assert!(
             text.contains("PASS khugepaged all:file") && !text.contains("     | "),
             "{text}"
@@ -516,7 +545,7 @@ mod tests {
     fn real_run_with_three_implementations() {
         let log = include_str!("../tests/fixtures/tests-series-ab-default.log");
         let impls = [ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::C];
-        let v = judge(log, CONSOLE, &[], 2, false, &impls);
+        let v = judge(log, CONSOLE, kunit_of_console(), &[], 2, false, &impls);
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         assert_eq!(v.counters.len(), 4);
         assert_eq!(v.counters[0].0, "boot");
@@ -527,6 +556,8 @@ mod tests {
         assert!(v.cases.iter().all(|c| c.problems.is_empty()));
         // The same log judged as if the C block had been Rust: caught.
         let wrong = [ab::Impl::Rust, ab::Impl::RustRelock, ab::Impl::Rust];
-        assert!(!judge(log, CONSOLE, &[], 2, false, &wrong).problems.is_empty());
+        assert!(!judge(log, CONSOLE, kunit_of_console(), &[], 2, false, &wrong)
+            .problems
+            .is_empty());
     }
 }
