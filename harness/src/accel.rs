@@ -7,8 +7,8 @@
 //! a machine where KVM does not work.
 
 use anyhow::{bail, Context, Result};
+use fs_err as fs;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,16 +36,16 @@ echo "KHRS-PROBE cpus=$(/bin/busybox grep -c ^processor /proc/cpuinfo)" >/dev/co
 /bin/busybox poweroff -f
 "#;
 
-/// Build the probe's initramfs in `dir`: /bin/busybox (busybox-static: the probe runs only
-/// where KVM can run the guest, i.e. on a host of its architecture),
+/// Build the probe's initramfs in `dir`: /bin/busybox (a copy of `busybox`, a static one:
+/// the probe runs only where KVM can run the guest, i.e. on a host of its architecture),
 /// /bin/sh and /init. Returns the gzipped cpio.
-pub fn probe_initramfs(dir: &Path) -> Result<PathBuf> {
+pub fn probe_initramfs(dir: &Path, busybox: &Path) -> Result<PathBuf> {
     let root = dir.join("probe-initramfs");
     let _ = fs::remove_dir_all(&root);
     for d in ["bin", "proc", "dev"] {
         fs::create_dir_all(root.join(d)).with_context(|| format!("creating {}", root.join(d).display()))?;
     }
-    fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    fs::copy(busybox, root.join("bin/busybox")).context("copying the guest's static busybox")?;
     std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
     let init = root.join("init");
     fs::write(&init, PROBE_INIT)?;
@@ -114,6 +114,7 @@ pub fn run_probe(
     machine: &Machine,
     kernel: &Path,
     dir: &Path,
+    busybox: &Path,
     cpus: u32,
     accel: Accel,
     timeout: Duration,
@@ -123,7 +124,7 @@ pub fn run_probe(
     fs::create_dir_all(dir)
         .with_context(|| format!("creating {}", dir.display()))
         .map_err(setup)?;
-    let initramfs = probe_initramfs(dir).map_err(setup)?;
+    let initramfs = probe_initramfs(dir, busybox).map_err(setup)?;
     let boot = Boot {
         machine,
         kernel,
@@ -412,7 +413,9 @@ mod tests {
     #[test]
     fn probe_initramfs_holds_busybox_and_an_init_that_prints_the_marker() {
         let d = tempfile::tempdir().unwrap();
-        let img = probe_initramfs(d.path()).unwrap();
+        let busybox = d.path().join("a-static-busybox");
+        fs::write(&busybox, b"\x7fELF stand-in").unwrap();
+        let img = probe_initramfs(d.path(), &busybox).unwrap();
         let list = crate::cmd::output(
             Command::new("sh")
                 .arg("-c")
@@ -442,7 +445,7 @@ mod tests {
         assert!(init.contains("poweroff -f"));
         assert_eq!(
             fs::read(d.path().join("probe-initramfs/bin/busybox")).unwrap(),
-            fs::read("/bin/busybox").unwrap()
+            fs::read(&busybox).unwrap()
         );
     }
 
@@ -461,7 +464,8 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let r = run_probe(m, &image, d.path(), 2, Accel::Tcg, Duration::from_secs(60));
+        let busybox = Path::new(crate::toolchain::HOST_BUSYBOX);
+        let r = run_probe(m, &image, d.path(), busybox, 2, Accel::Tcg, Duration::from_secs(60));
         let console = fs::read_to_string(d.path().join("probe-console.log")).unwrap_or_default();
         let p = r.unwrap_or_else(|e| panic!("probe under TCG failed: {e}; console:\n{console}"));
         assert_eq!(p.cpus, 2);

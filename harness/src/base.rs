@@ -3,7 +3,7 @@
 //! tagged commit that every work tree starts from.
 
 use anyhow::{bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::Path;
 use std::process::Command;
 

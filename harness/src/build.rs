@@ -40,7 +40,7 @@ pub fn kernel(layout: &Layout, tree: &Path, build: &Path, machine: &Machine) -> 
     let mut make = make(layout, tree, build);
     make.args(machine.make_vars()).arg(machine.image_target);
     let took = cmd::logged(&format!("build {} kernel", machine.arch.name()), &mut make, &log, None)?;
-    let warned = warnings(&std::fs::read_to_string(&log).unwrap_or_default());
+    let warned = warnings(&fs_err::read_to_string(&log).unwrap_or_default());
     if !warned.is_empty() {
         bail!(
             "the kernel built, but with {} compiler warning(s) (full log {}):\n  {}",
@@ -61,7 +61,7 @@ pub const RUST_COLLAPSE_OBJECT: &str = "mm/khugepaged_rs.o";
 /// Checked on the object's relocations (`llvm-objdump -dr`), every call site counted.
 /// A kernel without the Rust collapse or without inlined helpers has nothing to check.
 fn check_helpers_inlined(build: &Path) -> Result<()> {
-    let config = std::fs::read_to_string(build.join(".config"))
+    let config = fs_err::read_to_string(build.join(".config"))
         .with_context(|| format!("reading {}/.config", build.display()))?;
     let config = crate::config::parse(&config);
     let on = |sym: &str| config.get(sym).is_some_and(|v| v.as_deref() == Some("y"));
@@ -137,7 +137,7 @@ pub fn selftests(
     programs: &[&str],
 ) -> Result<(PathBuf, Duration)> {
     let out = build.join("kselftest/mm");
-    std::fs::create_dir_all(&out)?;
+    fs_err::create_dir_all(&out)?;
     if programs.is_empty() {
         return Ok((out, Duration::ZERO));
     }

@@ -1,8 +1,8 @@
 //! Running external tools: every failure names the command that failed.
 
 use anyhow::{bail, Context, Result};
+use fs_err::File;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -170,8 +170,8 @@ pub fn logged(stage: &str, cmd: &mut Command, log: &Path, timeout: Option<Durati
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f)
+        .stdout(f.try_clone()?.into_parts().0)
+        .stderr(f.into_parts().0)
         .spawn()
         .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
     let pb = Stage::new(stage, |_| heartbeat::Source::Log(log.to_path_buf()));
@@ -218,18 +218,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("build.log");
         assert_eq!(last_line(&log), None, "no file");
-        std::fs::write(&log, "").unwrap();
+        fs_err::write(&log, "").unwrap();
         assert_eq!(last_line(&log), None, "empty file");
-        std::fs::write(&log, "  CC      mm/memory.o\n  CC      mm/khugepaged.o\n\n   \n").unwrap();
+        fs_err::write(&log, "  CC      mm/memory.o\n  CC      mm/khugepaged.o\n\n   \n").unwrap();
         assert_eq!(last_line(&log).as_deref(), Some("CC      mm/khugepaged.o"));
-        std::fs::write(&log, "first\nno newline at the end").unwrap();
+        fs_err::write(&log, "first\nno newline at the end").unwrap();
         assert_eq!(last_line(&log).as_deref(), Some("no newline at the end"));
-        std::fs::write(&log, "progress 10%\rprogress 90%\r").unwrap();
+        fs_err::write(&log, "progress 10%\rprogress 90%\r").unwrap();
         assert_eq!(last_line(&log).as_deref(), Some("progress 90%"));
         // A log bigger than the part that is read.
         let mut big = "  LD      vmlinux.o\n".repeat(10_000);
         big.push_str("  BUILD   arch/x86/boot/bzImage\n");
-        std::fs::write(&log, big).unwrap();
+        fs_err::write(&log, big).unwrap();
         assert_eq!(last_line(&log).as_deref(), Some("BUILD   arch/x86/boot/bzImage"));
     }
 }

@@ -4,8 +4,8 @@
 //! fragment asks for ended up in `.config` with that value.
 
 use anyhow::{bail, Context, Result};
+use fs_err as fs;
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -10,8 +10,8 @@
 //! re-made when the patches change, so it never disturbs `work/linux`.
 
 use anyhow::{bail, Result};
+use fs_err as fs;
 use std::fmt::Write as _;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! timeout. The kernel console goes to one log, the tests' output to another.
 
 use anyhow::{bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -210,7 +210,17 @@ pub fn resolve_accel(b: &Boot) -> Result<Accel> {
         None => accel::kvm_device(Path::new("/dev/kvm")),
     };
     let choice = accel::choose(b.accel, &device, || {
-        accel::run_probe(b.machine, b.kernel, &dir, b.cpus, Accel::Kvm, accel::PROBE_TIMEOUT)
+        // The probe runs only on a host of the guest's architecture: its busybox.
+        let busybox = Path::new(crate::toolchain::HOST_BUSYBOX);
+        accel::run_probe(
+            b.machine,
+            b.kernel,
+            &dir,
+            busybox,
+            b.cpus,
+            Accel::Kvm,
+            accel::PROBE_TIMEOUT,
+        )
     })?;
     eprintln!("  {choice}");
     Ok(choice.accel)

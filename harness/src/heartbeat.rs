@@ -157,7 +157,7 @@ mod tests {
     fn heartbeat_reports_the_log_and_stops_with_the_step() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("build.log");
-        std::fs::write(&log, "  CC      mm/khugepaged.o\n\n").unwrap();
+        fs_err::write(&log, "  CC      mm/khugepaged.o\n\n").unwrap();
         let (lines, out) = collector();
         let hb = Heartbeat::start(
             "build kernel",

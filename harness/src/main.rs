@@ -79,7 +79,7 @@ fn main() {
     let cli = Cli::parse();
     let layout = Layout::discover();
     let r = match cli.command {
-        Command::Install { arches } => install(&layout, &arches),
+        Command::Install { arches } => pipeline::install(&layout, &arches),
         Command::Check => base::ensure(&layout).and_then(|_| toolchain::check(&layout, &layout.base_repo())),
         Command::Apply { force, mailed_only } => base::ensure(&layout)
             .and_then(|_| series::apply(&layout, !mailed_only, force))
@@ -111,14 +111,6 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(failure::exit_code(&e));
     }
-}
-
-fn install(layout: &Layout, arches: &[arch::Arch]) -> Result<()> {
-    for a in arches {
-        toolchain::install(layout, a.guest_machine()?)?;
-    }
-    base::ensure(layout)?;
-    toolchain::check(layout, &layout.base_repo())
 }
 
 fn export(layout: &Layout) -> Result<()> {

@@ -96,6 +96,16 @@ impl Built {
 }
 
 /// Install what is missing, apply, configure, build.
+/// Install what `arches`' guests and the builds need (Debian packages, bindgen, QEMU, a
+/// cross compiler and busybox), unpack the base and check the toolchain against it.
+pub fn install(layout: &Layout, arches: &[Arch]) -> Result<()> {
+    for a in arches {
+        toolchain::install(layout, a.guest_machine()?)?;
+    }
+    base::ensure(layout)?;
+    toolchain::check(layout, &layout.base_repo())
+}
+
 pub fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<Built> {
     let machine = o.arch.guest_machine().context(Failure::Setup)?;
     let with_series = o.kernel == series::Kernel::Series;
@@ -104,7 +114,7 @@ pub fn prepare(layout: &Layout, o: &BuildOpts, stages: &mut Stages) -> Result<Bu
         .timed("build", || build::kernel(layout, &tree, &out, machine))
         .context(Failure::Build)?;
     let config_path = out.join(".config");
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    let text = fs_err::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
     Ok(Built {
         machine,
         opts: o.clone(),

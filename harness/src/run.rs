@@ -210,7 +210,7 @@ pub fn boot(layout: &Layout, built: &Built, plan: &GuestPlan, o: &RunOpts, stage
         "{stamp}-{broken}{}",
         machine.build_name(built.opts.variant.name())
     ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files: Vec<(PathBuf, String)> = programs.iter().map(|p| (bins.join(p), p.to_string())).collect();
     for f in &o.files {
         if !f.src.is_file() {
@@ -257,13 +257,13 @@ pub fn boot(layout: &Layout, built: &Built, plan: &GuestPlan, o: &RunOpts, stage
         .timed("boot+run", || guest::run(&boot, accel))
         .context(Failure::Setup)?;
     for d in &disks {
-        let _ = std::fs::remove_file(d);
+        let _ = fs_err::remove_file(d);
     }
     Ok(Logs {
         accel,
         outcome,
-        tests: std::fs::read_to_string(&boot.tests).unwrap_or_default(),
-        console: std::fs::read_to_string(&boot.console).unwrap_or_default(),
+        tests: fs_err::read_to_string(&boot.tests).unwrap_or_default(),
+        console: fs_err::read_to_string(&boot.console).unwrap_or_default(),
         console_path: boot.console.clone(),
         dir,
     })
@@ -280,7 +280,7 @@ pub fn kunit_results(tree: &Path, logs: &Logs) -> Result<Vec<verdict::SuiteResul
             .arg(&logs.console_path),
     );
     // kunit.py exits 1 when a test failed, after writing the JSON.
-    let text = std::fs::read_to_string(&json).map_err(|e| {
+    let text = fs_err::read_to_string(&json).map_err(|e| {
         anyhow::anyhow!(
             "kunit.py parse wrote no {} ({e}); it said: {}",
             json.display(),
@@ -342,7 +342,7 @@ pub fn record(
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    fs_err::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `cargo harness run`: prepare, plan, boot, judge, record. Returns the verdict and the logs.
@@ -367,7 +367,7 @@ pub fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, Logs)> {
 /// The tree's run_vmtests.sh, where the khugepaged invocations and the race selftest are listed.
 pub fn read_run_vmtests(tree: &Path) -> Result<String> {
     let p = tree.join("tools/testing/selftests/mm/run_vmtests.sh");
-    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    fs_err::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
 }
 
 #[cfg(test)]

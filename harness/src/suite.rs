@@ -10,7 +10,7 @@ use crate::config::Variant;
 use crate::failure::Failure;
 use crate::guest::Accel;
 use crate::layout::Layout;
-use crate::pipeline::BuildOpts;
+use crate::pipeline::{self, BuildOpts};
 use crate::run::{self, RunOpts};
 use crate::{base, cmd, control, cross, mail};
 
@@ -43,6 +43,9 @@ pub const IMPLS: [Impl; 3] = [Impl::Rust, Impl::RustRelock, Impl::C];
 /// A step of the suite.
 #[derive(Debug, Clone)]
 pub enum Step {
+    /// `cargo harness install` for the guests' architectures: what every other step needs,
+    /// the unit tests' cpio and busybox among it, on a fresh machine too.
+    Install(Vec<Arch>),
     /// `cargo test --workspace --release`: the harness's unit tests and the loom model.
     CargoTest,
     /// Both series to an SMTP sink on 127.0.0.1 and back, applied with git am and b4 am.
@@ -60,6 +63,10 @@ pub enum Step {
 impl Step {
     pub fn title(&self) -> String {
         match self {
+            Step::Install(a) => format!(
+                "install the toolchain, {} guest tools and the base (cargo harness install)",
+                a.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+            ),
             Step::CargoTest => "cargo test --workspace (harness unit tests, model check)".into(),
             Step::MailLoopback => "mail loopback round trip (fixes, then the RFC on top: \
                                    git send-email to 127.0.0.1, git am and b4 am, compare trees)"
@@ -82,7 +89,15 @@ impl Step {
 
 /// The suite for `guests`, in order.
 pub fn steps(guests: &[GuestSpec], accel: Accel) -> Vec<Step> {
+    // x86_64 for the control, then each guest's architecture once.
+    let mut arches = vec![Arch::X86_64];
+    for g in guests {
+        if !arches.contains(&g.arch) {
+            arches.push(g.arch);
+        }
+    }
     let mut v = vec![
+        Step::Install(arches),
         Step::CargoTest,
         Step::MailLoopback,
         Step::RebaseSelfTest,
@@ -116,6 +131,7 @@ pub fn steps(guests: &[GuestSpec], accel: Accel) -> Vec<Step> {
 
 fn run_step(layout: &Layout, step: &Step, accel: Accel) -> Result<()> {
     match step {
+        Step::Install(a) => pipeline::install(layout, a),
         Step::CargoTest => cmd::run(
             std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .current_dir(&layout.repo)
@@ -136,12 +152,16 @@ fn run_step(layout: &Layout, step: &Step, accel: Accel) -> Result<()> {
     }
 }
 
-/// Run every step; fail naming each one that failed.
+/// Run every step; fail naming each one that failed. Without what the install step
+/// installs no other step can run: its failure ends the suite.
 pub fn test(layout: &Layout, guests: &[GuestSpec], accel: Accel) -> Result<()> {
     let mut failed = Vec::new();
     for step in steps(guests, accel) {
         eprintln!("== {}", step.title());
         if let Err(e) = run_step(layout, &step, accel) {
+            if matches!(step, Step::Install(_)) {
+                return Err(e).context(format!("{}: nothing else can run", step.title()));
+            }
             failed.push(format!("{}: {e:#}", step.title()));
         }
     }
@@ -182,12 +202,16 @@ mod tests {
             .collect();
         let s = steps(&guests, Accel::Tcg);
         let titles: Vec<String> = s.iter().map(Step::title).collect();
-        assert_eq!(s.len(), 8, "{titles:?}");
-        assert!(matches!(s[0], Step::CargoTest));
-        assert_eq!(titles[3], "cross build: x86_64 with thp-off (cargo harness cross)");
-        assert_eq!(titles[4], "cross build: riscv with series (cargo harness cross)");
-        assert_eq!(titles[5], "guest run, x86_64 default");
-        assert_eq!(titles[6], "guest run, arm64 default");
-        assert!(matches!(s[7], Step::Control(_)));
+        assert_eq!(s.len(), 9, "{titles:?}");
+        assert!(matches!(&s[0], Step::Install(a) if a == &[Arch::X86_64, Arch::Arm64]));
+        assert!(matches!(s[1], Step::CargoTest));
+        assert_eq!(titles[4], "cross build: x86_64 with thp-off (cargo harness cross)");
+        assert_eq!(titles[5], "cross build: riscv with series (cargo harness cross)");
+        assert_eq!(titles[6], "guest run, x86_64 default");
+        assert_eq!(titles[7], "guest run, arm64 default");
+        assert!(matches!(s[8], Step::Control(_)));
+        // The control boots an x86_64 kernel: x86_64 is installed without an x86_64 guest.
+        let arm_only = steps(&[guests[1]], Accel::Tcg);
+        assert!(matches!(&arm_only[0], Step::Install(a) if a == &[Arch::X86_64, Arch::Arm64]));
     }
 }

@@ -3,7 +3,7 @@
 //! before any long step.
 
 use anyhow::{bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -240,7 +240,7 @@ const TOOLS: &[Tool] = &[
     },
     Tool {
         name: "busybox (static)",
-        path: "/bin/busybox",
+        path: HOST_BUSYBOX,
         fix: "apt-get install busybox-static",
     },
     Tool {
@@ -385,11 +385,14 @@ fn install_llvm(updated: bool) -> Result<()> {
     }
 }
 
+/// Debian's busybox-static on the host.
+pub const HOST_BUSYBOX: &str = "/bin/busybox";
+
 /// The static busybox of `machine`'s guest: the host's busybox-static for the host's
 /// architecture, else Debian's busybox-static:<arch> unpacked into the cache.
 pub fn busybox(layout: &Layout, machine: &Machine) -> PathBuf {
     if machine.is_host() {
-        PathBuf::from("/bin/busybox")
+        PathBuf::from(HOST_BUSYBOX)
     } else {
         layout
             .cache
@@ -564,7 +567,7 @@ pub fn check(layout: &Layout, tree: &Path) -> Result<()> {
 
 /// `make rustavailable`: the one check that tells whether CONFIG_RUST will stick.
 pub fn rust_available(layout: &Layout, tree: &Path, build: &Path) -> Result<()> {
-    std::fs::create_dir_all(build)?;
+    fs_err::create_dir_all(build)?;
     cmd::output(
         Command::new("make")
             .arg("-C")

@@ -113,7 +113,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
             (built.out, built.image)
         }
     };
-    let dot_config = std::fs::read_to_string(build.join(".config"))
+    let dot_config = fs_err::read_to_string(build.join(".config"))
         .with_context(|| format!("reading {}", build.join(".config").display()))?;
     let rust_on = config::parse(&dot_config).get("CONFIG_KHUGEPAGED_RUST") == Some(&Some("y".to_string()));
     if !rust_on || o.build.mailed_only {
@@ -126,7 +126,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let dir = layout.runs().join(format!("{stamp}-bench"));
-    std::fs::create_dir_all(&dir)?;
+    fs_err::create_dir_all(&dir)?;
     let bin = build_program(layout, machine, &dir)?;
     let cases = guest_cases(o.rounds, o.iterations, o.threads);
     let init = layout.guest_files().join("init");
@@ -174,8 +174,8 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
     };
     eprintln!("  guest: {mode}, logs in {}", dir.display());
     let outcome = stages.timed("boot+bench", || guest::run(&boot, accel))?;
-    let tests_log = std::fs::read_to_string(&boot.tests).unwrap_or_default();
-    let console = std::fs::read_to_string(&boot.console).unwrap_or_default();
+    let tests_log = fs_err::read_to_string(&boot.tests).unwrap_or_default();
+    let console = fs_err::read_to_string(&boot.console).unwrap_or_default();
     let (cpus, gcs) = split_cases(&tests_log);
     let mut results = pool(&gcs, o.rounds, o.iterations);
     if outcome.timed_out {
@@ -192,8 +192,8 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
             .push(format!("kernel splat, console.log:{}: {}", sp.line, sp.text));
     }
     let table = render(&results, &mode);
-    std::fs::write(dir.join("table.txt"), &table)?;
-    std::fs::write(dir.join("bench.svg"), svg(&results, &mode))?;
+    fs_err::write(dir.join("table.txt"), &table)?;
+    fs_err::write(dir.join("bench.svg"), svg(&results, &mode))?;
     let summary: BTreeMap<String, BTreeMap<String, serde_json::Value>> = results
         .pooled
         .iter()
@@ -233,7 +233,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         "ok": results.problems.is_empty(),
         "raw": results.pooled,
     });
-    std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
+    fs_err::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
     println!("{table}");
     eprintln!(
         "results: {} (bench.json, bench.svg, table.txt, tests.log, console.log)",

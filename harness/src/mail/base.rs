@@ -2,9 +2,9 @@
 //! the series touches differ from upstream v7.3.
 
 use anyhow::{bail, Context, Result};
+use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cmd;

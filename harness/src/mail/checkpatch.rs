@@ -3,8 +3,8 @@
 //! has history) and kernel-doc.
 
 use anyhow::{bail, Context, Result};
+use fs_err as fs;
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

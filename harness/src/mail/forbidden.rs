@@ -3,8 +3,8 @@
 //! (never in any mail), recognised in a mail by their significant lines.
 
 use anyhow::Result;
+use fs_err as fs;
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::checks::strip_tags;

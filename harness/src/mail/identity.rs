@@ -9,8 +9,8 @@
 //! reviewing, and tool help is recorded as `Assisted-by: LLM [TOOL1] [TOOL2]`.
 
 use anyhow::{bail, Context, Result};
+use fs_err as fs;
 use std::fmt;
-use std::fs;
 use std::path::Path;
 
 use crate::cmd;

@@ -7,7 +7,7 @@
 //! `b4 am`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,8 +44,8 @@ impl Sink {
             ])
             .arg(maildir)
             .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
+            .stdout(f.try_clone()?.into_parts().0)
+            .stderr(f.into_parts().0)
             .spawn()
             .context("cannot start the SMTP sink (apt-get install python3-aiosmtpd)")?;
         let mut sink = Sink { child };

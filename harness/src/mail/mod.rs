@@ -59,7 +59,7 @@ pub use loopback::loopback_round_trip;
 pub use rebase::self_test as rebase_self_test;
 
 use anyhow::{bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! build directory.
 
 use anyhow::{bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::Path;
 
 use crate::build;

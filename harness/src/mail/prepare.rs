@@ -3,7 +3,7 @@
 //! rendered with its filled-in cover letter.
 
 use anyhow::{bail, Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 
 use super::*;

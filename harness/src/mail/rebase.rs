@@ -14,8 +14,8 @@
 //! looked up there), then the per-patch build unless `--no-build-check`.
 
 use anyhow::{bail, Context, Result};
+use fs_err as fs;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::checkpatch::{checkpatch, codespell_dictionary, has_history};
@@ -184,7 +184,7 @@ pub fn apply_onto(layout: &Layout, m: &Mailing, target: &Path) -> Result<(PathBu
     let mut steps = Vec::new();
     for (name, stack) in stacks {
         for p in stack.paths() {
-            let id = patch_ids(&tree, fs::File::open(&p)?.into())?
+            let id = patch_ids(&tree, fs::File::open(&p)?.into_parts().0.into())?
                 .into_iter()
                 .next()
                 .map(|(id, _)| id);

@@ -13,12 +13,12 @@
 //! mailing list is refused, by name.
 
 use anyhow::{anyhow, bail, Context, Result};
+use fs_err as fs;
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::checks::{check_stored_patch, headers, strip_tags, touched_files};
+use super::checks::{check_stored_patch, touched_files};
 use super::forbidden::Forbidden;
 use super::recipients::{list_entries, parse_get_maintainer, refuse_lists, SECURITY_TEAM};
 use super::{
@@ -103,12 +103,6 @@ fn flat(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The subject of a format-patch file, tags stripped, folded lines joined.
-fn patch_subject(text: &str) -> Option<String> {
-    let h = headers(text);
-    super::checks::header(&h, "Subject").map(|s| strip_tags(s).to_string())
-}
-
 /// The patches of the fixes stack whose subject the report names (the fix
 /// of the bug it reports), as (subject, files).
 fn named_fixes(report: &Report, fixes: &series::Stack) -> Result<Vec<(String, Vec<String>)>> {
@@ -116,7 +110,7 @@ fn named_fixes(report: &Report, fixes: &series::Stack) -> Result<Vec<(String, Ve
     let mut found = Vec::new();
     for p in fixes.paths() {
         let text = fs::read_to_string(&p).with_context(|| p.display().to_string())?;
-        if let Some(subject) = patch_subject(&text) {
+        if let Some(subject) = series::patch_subject(&text) {
             if body.contains(&flat(&subject)) {
                 found.push((subject, touched_files(&text)));
             }
@@ -128,7 +122,7 @@ fn named_fixes(report: &Report, fixes: &series::Stack) -> Result<Vec<(String, Ve
 /// The mail: headers, the report, the reproducer after a scissors line
 /// with only its Subject: kept (git am takes the author from the mail).
 pub fn compose(report: &Report, sender: &str, reproducer: &str) -> std::result::Result<String, String> {
-    let subject = patch_subject(reproducer).ok_or("the reproducer has no Subject:")?;
+    let subject = series::patch_subject(reproducer).ok_or("the reproducer has no Subject:")?;
     let start = reproducer.find("\n\n").ok_or("the reproducer has no body")? + 2;
     let mut mail = String::new();
     mail.push_str(&format!("From: {sender}\n"));
@@ -389,6 +383,7 @@ fn send_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::checks::headers;
 
     const REPRO: &str = "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n\
         From: Seed ad2b398b maintainers\n <maintainers@users.noreply.r-seed-ad2b398b.example>\n\

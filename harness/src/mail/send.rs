@@ -2,7 +2,7 @@
 //! `--send`.
 
 use anyhow::{Context, Result};
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
