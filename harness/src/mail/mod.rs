@@ -269,17 +269,28 @@ impl Signing {
             assisted_by,
         };
         if let Some(p) = &s.problem {
-            if s.signoff || o.send {
+            // Mails From an identity that is not a person: not even for a dry run, whose
+            // output a user would send. Checks alone (--check-only) and --rebase-onto
+            // write no mail.
+            let mails = !o.check_only && o.rebase_onto.is_none();
+            if s.signoff || o.send || mails {
                 bail!(
                     "refusing to {}: the sender (from {}) is not a usable identity: {p}.\n\
-                     Pass --from \"Your Name <you@your.domain>\" or set git config user.name/user.email to yourself",
-                    if s.signoff { "sign off" } else { "send" },
+                     Pass --from \"Your Name <you@your.domain>\" or set git config user.name/user.email to yourself \
+                     (--check-only runs the checks without a sender)",
+                    if s.signoff {
+                        "sign off"
+                    } else if o.send {
+                        "send"
+                    } else {
+                        "prepare mails"
+                    },
                     s.source
                 );
             }
             eprintln!(
-                "warning: the sender (from {}) is not a usable identity: {p}; fine for a dry run, \
-                 but --signoff and --send will refuse it (use --from)",
+                "warning: the sender (from {}) is not a usable identity: {p}; fine for checks, \
+                 but mails, --signoff and --send refuse it (use --from)",
                 s.source
             );
         }
@@ -563,8 +574,14 @@ mod tests {
                 .to_string();
             assert!(e.contains("refusing to sign off") && e.contains(from), "{e}");
         }
-        // A dry run without --signoff takes it (with a warning) ...
-        let s = Signing::from_opts(&layout, &opts(&["--from", "Test Submitter <submitter@example.com>"])).unwrap();
+        // A dry run without --signoff refuses it too: its mails would be From it ...
+        let e = Signing::from_opts(&layout, &opts(&["--from", "Test Submitter <submitter@example.com>"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refusing to prepare mails") && e.contains("RFC 2606"), "{e}");
+        // ... checks alone take it, with a warning.
+        let o = opts(&["--check-only", "--from", "Test Submitter <submitter@example.com>"]);
+        let s = Signing::from_opts(&layout, &o).unwrap();
         assert!(s.problem.as_deref().unwrap().contains("RFC 2606"));
         // ... a real send does not, and needs --signoff.
         let send = ["--send", "--smtp-server", "smtp.kernel-dev.org"];
