@@ -38,7 +38,7 @@ pub struct BenchOpts {
     /// guest instruction = 2^SHIFT ns), so guest time follows instructions
     /// executed. Implies TCG and single-threaded vCPUs.
     #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "SHIFT")]
-    pub icount: Option<String>,
+    pub icount: Option<Icount>,
     /// Rounds; each runs every case under C, then under Rust.
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
@@ -101,6 +101,35 @@ fn build_program(layout: &Layout, machine: &Machine, out: &Path) -> Result<PathB
     )
     .with_context(|| format!("building the guest benchmark ({cc} -O2 -static -pthread)"))?;
     Ok(bin)
+}
+
+/// QEMU's `-icount shift=`: `auto`, or one guest instruction = 2^N ns (N ≤ 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Icount {
+    Auto,
+    Shift(u8),
+}
+
+impl std::str::FromStr for Icount {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Icount::Auto),
+            _ => match s.parse::<u8>() {
+                Ok(n) if n <= 10 => Ok(Icount::Shift(n)),
+                _ => Err(format!("{s:?}: expected `auto` or a shift of 0 to 10")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Icount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Icount::Auto => f.write_str("auto"),
+            Icount::Shift(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
@@ -219,7 +248,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         "date_unix": stamp,
         "mode": mode,
         "accel": accel,
-        "icount": o.icount,
+        "icount": o.icount.map(|i| i.to_string()),
         "rounds": o.rounds,
         "iterations": o.iterations,
         "threads": o.threads,
@@ -258,5 +287,24 @@ mod tests {
         assert!(c[1].command.ends_with("./collapse_bench -n 10 -t 1"));
         assert_eq!(impl_of("bench r12 rust"), Some((12, Impl::Rust)));
         assert_eq!(impl_of("khugepaged"), None);
+    }
+
+    #[test]
+    fn icount_is_auto_or_a_shift_qemu_takes() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: BenchOpts,
+        }
+        let icount = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.o.icount)
+        };
+        assert_eq!(icount(&[]).unwrap(), None);
+        assert_eq!(icount(&["--icount"]).unwrap(), Some(Icount::Auto));
+        assert_eq!(icount(&["--icount", "0"]).unwrap(), Some(Icount::Shift(0)));
+        assert_eq!(Icount::Shift(7).to_string(), "7");
+        assert!(icount(&["--icount", "11"]).is_err());
+        assert!(icount(&["--icount", "fast"]).is_err());
     }
 }
