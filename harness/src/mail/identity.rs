@@ -16,6 +16,9 @@ use std::path::Path;
 use crate::cmd;
 use crate::layout::Layout;
 
+use super::checks::Expect;
+use super::Opts;
+
 /// A person as `Name <addr>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -206,6 +209,67 @@ pub fn assisted_by(flag: Option<&str>, file: &Path) -> Result<Option<String>> {
     check_assisted_by(&raw)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("{from}: {e}"))
+}
+
+/// Who sends and signs, and with which trailers.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    pub sender: Identity,
+    /// Where the sender came from (`--from`, git config).
+    pub source: String,
+    /// Why the sender cannot sign off or send, if it cannot.
+    pub problem: Option<String>,
+    pub signoff: bool,
+    pub assisted_by: Option<String>,
+}
+
+impl Signing {
+    pub fn from_opts(layout: &Layout, o: &Opts) -> Result<Signing> {
+        let (sender, source) = sender(layout, o.from.as_deref())?;
+        let problem = sender.check().err();
+        let assisted_by = assisted_by(o.assisted_by.as_deref(), &layout.patches().join("assisted-by"))?;
+        let s = Signing {
+            sender,
+            source,
+            problem,
+            signoff: o.signoff,
+            assisted_by,
+        };
+        if let Some(p) = &s.problem {
+            // Mails From an identity that is not a person: not even for a dry run, whose
+            // output a user would send. Checks alone (--check-only) and --rebase-onto
+            // write no mail.
+            let mails = !o.check_only && o.rebase_onto.is_none();
+            if s.signoff || o.send || mails {
+                bail!(
+                    "refusing to {}: the sender (from {}) is not a usable identity: {p}.\n\
+                     Pass --from \"Your Name <you@your.domain>\" or set git config user.name/user.email to yourself \
+                     (--check-only runs the checks without a sender)",
+                    if s.signoff {
+                        "sign off"
+                    } else if o.send {
+                        "send"
+                    } else {
+                        "prepare mails"
+                    },
+                    s.source
+                );
+            }
+            eprintln!(
+                "warning: the sender (from {}) is not a usable identity: {p}; fine for checks, \
+                 but mails, --signoff and --send refuse it (use --from)",
+                s.source
+            );
+        }
+        Ok(s)
+    }
+    /// What the generated mails must carry.
+    pub fn expect(&self) -> Expect {
+        Expect {
+            signoff: self.signoff.then(|| self.sender.clone()),
+            assisted_by: self.assisted_by.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

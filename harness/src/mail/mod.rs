@@ -69,9 +69,10 @@ use crate::series;
 
 use base::{base_report, print_base, record_upstream, BaseReport};
 use checkpatch::{checkpatch, codespell_dictionary, kernel_doc};
-use checks::{check_cover, check_mail_patch, check_stored_patch, Expect};
+use checks::{check_cover, check_mail_patch, check_stored_patch};
 use forbidden::Forbidden;
 use identity::Identity;
+pub use identity::Signing;
 use patch_build::build_check;
 use prepare::prerequisite;
 pub use prepare::{file_name, format_series, placeholders, prepare_tree, Prerequisite};
@@ -241,67 +242,6 @@ impl Mailing {
         let t = fs::read_to_string(&self.cover_letter)
             .with_context(|| format!("cannot read {}", self.cover_letter.display()))?;
         Ok(t.lines().next().unwrap_or("").trim().to_string())
-    }
-}
-
-/// Who sends and signs, and with which trailers.
-#[derive(Debug, Clone)]
-pub struct Signing {
-    pub sender: Identity,
-    /// Where the sender came from (`--from`, git config).
-    pub source: String,
-    /// Why the sender cannot sign off or send, if it cannot.
-    pub problem: Option<String>,
-    pub signoff: bool,
-    pub assisted_by: Option<String>,
-}
-
-impl Signing {
-    pub fn from_opts(layout: &Layout, o: &Opts) -> Result<Signing> {
-        let (sender, source) = identity::sender(layout, o.from.as_deref())?;
-        let problem = sender.check().err();
-        let assisted_by = identity::assisted_by(o.assisted_by.as_deref(), &layout.patches().join("assisted-by"))?;
-        let s = Signing {
-            sender,
-            source,
-            problem,
-            signoff: o.signoff,
-            assisted_by,
-        };
-        if let Some(p) = &s.problem {
-            // Mails From an identity that is not a person: not even for a dry run, whose
-            // output a user would send. Checks alone (--check-only) and --rebase-onto
-            // write no mail.
-            let mails = !o.check_only && o.rebase_onto.is_none();
-            if s.signoff || o.send || mails {
-                bail!(
-                    "refusing to {}: the sender (from {}) is not a usable identity: {p}.\n\
-                     Pass --from \"Your Name <you@your.domain>\" or set git config user.name/user.email to yourself \
-                     (--check-only runs the checks without a sender)",
-                    if s.signoff {
-                        "sign off"
-                    } else if o.send {
-                        "send"
-                    } else {
-                        "prepare mails"
-                    },
-                    s.source
-                );
-            }
-            eprintln!(
-                "warning: the sender (from {}) is not a usable identity: {p}; fine for checks, \
-                 but mails, --signoff and --send refuse it (use --from)",
-                s.source
-            );
-        }
-        Ok(s)
-    }
-    /// What the generated mails must carry.
-    pub fn expect(&self) -> Expect {
-        Expect {
-            signoff: self.signoff.then(|| self.sender.clone()),
-            assisted_by: self.assisted_by.clone(),
-        }
     }
 }
 

@@ -280,6 +280,7 @@ pub fn placeholders(text: &str) -> Vec<String> {
 mod tests {
     use super::super::base::*;
     use super::*;
+    use crate::mail::checks::Expect;
 
     fn report(commit: Option<&str>) -> BaseReport {
         let up = UpstreamBase {
