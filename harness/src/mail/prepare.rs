@@ -216,12 +216,9 @@ pub fn format_series(m: &Mailing, prep: &Prepared, s: &Signing, base: &BaseRepor
     Ok(files)
 }
 
-/// Fill format-patch's cover letter: subject and blurb from the template
-/// (first line, blank line, body; `{{base}}` becomes the base statement,
-/// or it is appended), and the upstream commit, once known, in the
-/// `base-commit:` trailer that `--base` wrote (inserted before the
-/// signature if there is none).
-pub fn fill_cover(generated: &str, template: &str, base: &BaseReport, prereq: Option<&Prerequisite>) -> Result<String> {
+/// The cover letter's subject and body from the template (first line, blank line, body):
+/// `{{base}}` becomes the base statement (with the prerequisite), or it is appended.
+pub fn cover_blurb(template: &str, base: &BaseReport, prereq: Option<&Prerequisite>) -> Result<(String, String)> {
     let (subject, body) = template.split_once('\n').unwrap_or((template, ""));
     let subject = subject.trim();
     if subject.is_empty() {
@@ -245,13 +242,23 @@ pub fn fill_cover(generated: &str, template: &str, base: &BaseReport, prereq: Op
     } else {
         format!("{body}\n\n{statement}")
     };
+    Ok((subject.to_string(), body))
+}
+
+/// Fill format-patch's cover letter: subject and blurb from the template
+/// (first line, blank line, body; `{{base}}` becomes the base statement,
+/// or it is appended), and the upstream commit, once known, in the
+/// `base-commit:` trailer that `--base` wrote (inserted before the
+/// signature if there is none).
+pub fn fill_cover(generated: &str, template: &str, base: &BaseReport, prereq: Option<&Prerequisite>) -> Result<String> {
+    let (subject, body) = cover_blurb(template, base, prereq)?;
     for marker in ["*** SUBJECT HERE ***", "*** BLURB HERE ***"] {
         if !generated.contains(marker) {
             bail!("format-patch's cover letter has no `{marker}`");
         }
     }
     let mut text = generated
-        .replacen("*** SUBJECT HERE ***", subject, 1)
+        .replacen("*** SUBJECT HERE ***", &subject, 1)
         .replacen("*** BLURB HERE ***", &body, 1);
     if let Some(id) = &base.commit {
         let line = format!("base-commit: {id}");
