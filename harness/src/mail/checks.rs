@@ -183,6 +183,27 @@ pub fn trailer_block(msg: &str) -> Vec<&str> {
     }
 }
 
+/// What a reviewer checks first in a mail: its `From:`, the in-body `From:` (the author,
+/// when not the sender), the subject and the trailer block, one line each.
+pub fn mail_summary(text: &str) -> Vec<String> {
+    let h = headers(text);
+    let mut v = vec![
+        format!("From: {}", header(&h, "From").unwrap_or("(none)")),
+        format!("Subject: {}", header(&h, "Subject").unwrap_or("(none)")),
+    ];
+    let body = text.find("\n\n").map_or("", |i| &text[i + 2..]);
+    v.push(match body.lines().next().and_then(|l| l.strip_prefix("From: ")) {
+        Some(author) => format!("in-body From: {author}"),
+        None => "in-body From: none (the sender is the author)".to_string(),
+    });
+    let trailers = commit_message(text).map(trailer_block).unwrap_or_default();
+    if trailers.is_empty() {
+        v.push("trailers: none".into());
+    }
+    v.extend(trailers.iter().map(|t| format!("  {t}")));
+    v
+}
+
 fn signed_off_lines(msg: &str) -> Vec<&str> {
     msg.lines()
         .filter(|l| l.trim_start().to_ascii_lowercase().starts_with("signed-off-by:"))
@@ -530,5 +551,26 @@ mod tests {
         assert_eq!(patch_number("[RFC PATCH v1 0/1] cover"), Some((0, 1)));
         assert_eq!(patch_number("mm: x"), None);
         assert_eq!(strip_tags("[RFC PATCH v2 3/9] mm: x"), "mm: x");
+    }
+
+    #[test]
+    fn a_mail_summary_names_sender_author_and_trailers() {
+        let m = "From: Jane Developer <jane@kernel-dev.org>\nSubject: [RFC PATCH v1 4/6] mm: x\n\n\
+                 From: Someone Else <else@kernel-dev.org>\n\nWhy.\n\n\
+                 Suggested-by: Jann Horn <jannh@google.com>\n\
+                 Signed-off-by: Jane Developer <jane@kernel-dev.org>\n---\n a | 1 +\n";
+        assert_eq!(
+            mail_summary(m),
+            [
+                "From: Jane Developer <jane@kernel-dev.org>",
+                "Subject: [RFC PATCH v1 4/6] mm: x",
+                "in-body From: Someone Else <else@kernel-dev.org>",
+                "  Suggested-by: Jann Horn <jannh@google.com>",
+                "  Signed-off-by: Jane Developer <jane@kernel-dev.org>",
+            ]
+        );
+        let bare = "From: A <a@kernel-dev.org>\nSubject: s\n\nWhy.\n---\n";
+        assert_eq!(mail_summary(bare)[2], "in-body From: none (the sender is the author)");
+        assert_eq!(mail_summary(bare)[3], "trailers: none");
     }
 }

@@ -431,6 +431,21 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
     let recips = recipients(&entries, EXTRA_CC);
     print_recipients(&recips, &entries);
 
+    // One patch as it goes out: the one with the most trailers.
+    let sample = patches
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok().map(|t| (p, t)))
+        .max_by_key(|(_, t)| {
+            checks::commit_message(t)
+                .map(|m| checks::trailer_block(m).len())
+                .unwrap_or(0)
+        });
+    if let Some((p, t)) = sample {
+        eprintln!("one mail as it goes out ({}):", file_name(p));
+        for l in checks::mail_summary(&t) {
+            eprintln!("  {l}");
+        }
+    }
     let left = placeholders(&cover_text);
     if !left.is_empty() {
         eprintln!(
