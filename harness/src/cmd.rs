@@ -61,6 +61,26 @@ where
     c
 }
 
+/// For tests: `git args` in `dir`, its output; a failure panics with the command and its stderr.
+#[cfg(test)]
+pub fn git_ok(dir: &Path, args: &[&str]) -> String {
+    output(&mut git(dir, args)).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// For tests: a new repository in `dir` on `branch`, committer `name <email>`, with one
+/// commit "base" of `file` holding `text`. Returns that commit's id.
+#[cfg(test)]
+pub fn git_repo_with_base(dir: &Path, branch: &str, (name, email): (&str, &str), (file, text): (&str, &str)) -> String {
+    fs_err::create_dir_all(dir).unwrap();
+    git_ok(dir, &["init", "-q", "-b", branch]);
+    git_ok(dir, &["config", "user.name", name]);
+    git_ok(dir, &["config", "user.email", email]);
+    fs_err::write(dir.join(file), text).unwrap();
+    git_ok(dir, &["add", file]);
+    git_ok(dir, &["commit", "-q", "-m", "base"]);
+    git_ok(dir, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
 /// Last `n` lines of a text file, for error reports.
 pub fn tail(path: &Path, n: usize) -> String {
     let Ok(f) = File::open(path) else {

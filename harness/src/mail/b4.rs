@@ -158,9 +158,7 @@ pub fn b4_send(s: &B4Series, mode: &B4Mode) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) {
-        cmd::output(&mut cmd::git(dir, args)).unwrap();
-    }
+    use crate::cmd::git_ok as git;
 
     /// Two commits on a base, through b4 prep and `b4 send -o`: a cover letter and two
     /// patches with the prefix, the revision, the sender, the recipients and the
@@ -172,14 +170,12 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let tree = t.path().join("tree");
-        fs::create_dir_all(&tree).unwrap();
-        git(&tree, &["init", "-q", "-b", "mail"]);
-        git(&tree, &["config", "user.name", "Someone Else"]);
-        git(&tree, &["config", "user.email", "else@kernel-dev.org"]);
-        fs::write(tree.join("a.c"), "int a;\n").unwrap();
-        git(&tree, &["add", "a.c"]);
-        git(&tree, &["commit", "-q", "-m", "base"]);
-        let base = cmd::output(&mut cmd::git(&tree, ["rev-parse", "HEAD"])).unwrap();
+        let base = cmd::git_repo_with_base(
+            &tree,
+            "mail",
+            ("Someone Else", "else@kernel-dev.org"),
+            ("a.c", "int a;\n"),
+        );
         for (i, l) in ["int b;", "int c;"].iter().enumerate() {
             fs::write(tree.join("a.c"), format!("int a;\n{l}\n")).unwrap();
             git(

@@ -218,22 +218,14 @@ fn tempdir_in(tree: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) {
-        cmd::output(&mut cmd::git(dir, args)).unwrap();
-    }
+    use crate::cmd::git_ok as git;
 
     /// Export, re-apply on the base, export again: identical files.
     #[test]
     fn export_is_stable_and_splits_local() {
         let t = tempfile::tempdir().unwrap();
         let tree = t.path().join("tree");
-        fs::create_dir_all(&tree).unwrap();
-        git(&tree, &["init", "-q", "-b", "main"]);
-        git(&tree, &["config", "user.name", "T"]);
-        git(&tree, &["config", "user.email", "t@example.org"]);
-        fs::write(tree.join("f"), "base\n").unwrap();
-        git(&tree, &["add", "f"]);
-        git(&tree, &["commit", "-q", "-m", "base"]);
+        cmd::git_repo_with_base(&tree, "main", ("T", "t@example.org"), ("f", "base\n"));
         git(&tree, &["tag", BASE_TAG]);
         git(&tree, &["config", "notes.rewriteRef", STACK_NOTES]);
         fs::write(tree.join("h"), "fix\n").unwrap();

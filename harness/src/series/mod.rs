@@ -305,9 +305,7 @@ mod tests {
 mod apply_tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) {
-        cmd::output(&mut cmd::git(dir, args)).unwrap();
-    }
+    use crate::cmd::git_ok as git;
 
     /// A base repository with a tag, a clone layout, and a series whose
     /// second patch does not apply: the error names that patch, and the
@@ -320,13 +318,7 @@ mod apply_tests {
             cache: t.path().join("cache"),
         };
         let base = layout.base_repo();
-        fs::create_dir_all(&base).unwrap();
-        git(&base, &["init", "-q", "-b", "base"]);
-        git(&base, &["config", "user.name", "T"]);
-        git(&base, &["config", "user.email", "t@example.org"]);
-        fs::write(base.join("f"), "a\nb\nc\n").unwrap();
-        git(&base, &["add", "f"]);
-        git(&base, &["commit", "-q", "-m", "base"]);
+        cmd::git_repo_with_base(&base, "base", ("T", "t@example.org"), ("f", "a\nb\nc\n"));
         git(&base, &["tag", BASE_TAG]);
         // Make two patches on a scratch branch of the base.
         git(&base, &["checkout", "-q", "-b", "scratch"]);
