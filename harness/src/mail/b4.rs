@@ -13,6 +13,7 @@ use fs_err as fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::{BaseReport, Mailing, Opts, Prepared, Recipients, Signing};
 use crate::cmd;
 
 /// What `b4 send` does.
@@ -152,6 +153,75 @@ pub fn b4_send(s: &B4Series, mode: &B4Mode) -> Result<Vec<PathBuf>> {
         bail!("b4 send -o wrote no message into {}", dir.display());
     }
     Ok(mails)
+}
+
+/// The checked series of the mail command through `b4 send`, in the mode its options ask for.
+pub fn send(
+    m: &Mailing,
+    prep: &Prepared,
+    base: &BaseReport,
+    r: &Recipients,
+    s: &Signing,
+    o: &Opts,
+    expected: usize,
+) -> Result<()> {
+    let template =
+        fs::read_to_string(&m.cover_letter).with_context(|| format!("cannot read {}", m.cover_letter.display()))?;
+    let (subject, body) = super::prepare::cover_blurb(&template, base, super::prerequisite(m)?.as_ref())?;
+    let cover = m.out_dir.join("b4-cover-letter.txt");
+    fs::write(&cover, format!("{subject}\n\n{body}\n"))?;
+    let series = B4Series {
+        tree: &prep.tree,
+        fork_point: &prep.below,
+        branch: format!("b4/khrs-{}", m.name()),
+        cover: &cover,
+        prefixes: m
+            .subject_prefix
+            .split_whitespace()
+            .filter(|w| *w != "PATCH")
+            .map(str::to_string)
+            .collect(),
+        revision: m.version,
+        sender: s.sender.to_string(),
+        to: &r.to,
+        cc: &r.cc,
+        smtp_server: o.smtp_server.as_deref(),
+        smtp_port: o.smtp_port,
+    };
+    let mode = if o.send {
+        B4Mode::Send
+    } else if o.reflect {
+        B4Mode::Reflect
+    } else {
+        B4Mode::DryRun(m.out_dir.join("b4"))
+    };
+    let mails = b4_send(&series, &mode)?;
+    match mode {
+        B4Mode::DryRun(dir) => {
+            if mails.len() != expected {
+                bail!(
+                    "b4 send -o wrote {} message(s) into {}, format-patch {expected}",
+                    mails.len(),
+                    dir.display()
+                );
+            }
+            println!(
+                "b4 dry run: {} message(s) to {} + {} Cc in {} (b4's base-commit is the fork point {}, \
+                 the commit below the series in the mail tree)\nto send with b4: cargo harness mail --series {} -v {} \
+                 --b4 --signoff [--reflect | --send] --smtp-server HOST",
+                mails.len(),
+                r.to.len(),
+                r.cc.len(),
+                dir.display(),
+                &prep.below[..12.min(prep.below.len())],
+                m.name(),
+                m.version
+            );
+        }
+        B4Mode::Reflect => println!("b4 send --reflect: done (delivered to {} only)", s.sender),
+        B4Mode::Send => println!("b4 send: done"),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

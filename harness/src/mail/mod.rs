@@ -475,78 +475,9 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
         }
     }
     if o.b4 {
-        return send_b4(&m, &prep, &base, &recips, &signing, o, files.len());
+        return b4::send(&m, &prep, &base, &recips, &signing, o, files.len());
     }
     send_email(&prep.tree, &m.out_dir, &files, &recips, &signing, o, m.series)
-}
-
-/// The checked series through `b4 send` (see [`b4`]).
-fn send_b4(
-    m: &Mailing,
-    prep: &Prepared,
-    base: &BaseReport,
-    r: &Recipients,
-    s: &Signing,
-    o: &Opts,
-    expected: usize,
-) -> Result<()> {
-    let template =
-        fs::read_to_string(&m.cover_letter).with_context(|| format!("cannot read {}", m.cover_letter.display()))?;
-    let (subject, body) = prepare::cover_blurb(&template, base, prerequisite(m)?.as_ref())?;
-    let cover = m.out_dir.join("b4-cover-letter.txt");
-    fs::write(&cover, format!("{subject}\n\n{body}\n"))?;
-    let series = b4::B4Series {
-        tree: &prep.tree,
-        fork_point: &prep.below,
-        branch: format!("b4/khrs-{}", m.name()),
-        cover: &cover,
-        prefixes: m
-            .subject_prefix
-            .split_whitespace()
-            .filter(|w| *w != "PATCH")
-            .map(str::to_string)
-            .collect(),
-        revision: m.version,
-        sender: s.sender.to_string(),
-        to: &r.to,
-        cc: &r.cc,
-        smtp_server: o.smtp_server.as_deref(),
-        smtp_port: o.smtp_port,
-    };
-    let mode = if o.send {
-        b4::B4Mode::Send
-    } else if o.reflect {
-        b4::B4Mode::Reflect
-    } else {
-        b4::B4Mode::DryRun(m.out_dir.join("b4"))
-    };
-    let mails = b4::b4_send(&series, &mode)?;
-    match mode {
-        b4::B4Mode::DryRun(dir) => {
-            if mails.len() != expected {
-                bail!(
-                    "b4 send -o wrote {} message(s) into {}, format-patch {expected}",
-                    mails.len(),
-                    dir.display()
-                );
-            }
-            println!(
-                "b4 dry run: {} message(s) to {} + {} Cc in {} (b4's base-commit is the fork point {}, \
-                 the commit below the series in the mail tree)\nto send with b4: cargo harness mail --series {} -v {} \
-                 --b4 --signoff [--reflect | --send] --smtp-server HOST",
-                mails.len(),
-                r.to.len(),
-                r.cc.len(),
-                dir.display(),
-                &prep.below[..12.min(prep.below.len())],
-                m.name(),
-                m.version
-            );
-        }
-        b4::B4Mode::Reflect => println!("b4 send --reflect: done (delivered to {} only)", s.sender),
-        b4::B4Mode::Send => println!("b4 send: done"),
-    }
-    Ok(())
 }
 
 /// The refusals of `--send` that do not need the mails: no sign-off, an
