@@ -39,7 +39,8 @@ pub struct B4Series<'a> {
     /// Words of the subject prefix other than `PATCH` (`RFC`), and the revision.
     pub prefixes: Vec<String>,
     pub revision: u32,
-    pub sender: String,
+    /// The sender's name and address (b4 takes them from git's user.name, user.email).
+    pub sender: (&'a str, &'a str),
     pub to: &'a [String],
     pub cc: &'a [String],
     pub smtp_server: Option<&'a str>,
@@ -49,12 +50,8 @@ pub struct B4Series<'a> {
 /// `user.name`, `user.email` and the SMTP server as `GIT_CONFIG_*` variables for b4's
 /// git calls. Without an SMTP server b4 0.12 would pick its web endpoint; a dry run
 /// connects to nothing, so any name does.
-fn git_config_env(s: &B4Series, editor: &str) -> Result<Vec<(String, String)>> {
-    let (name, email) = s
-        .sender
-        .rsplit_once(" <")
-        .and_then(|(n, e)| Some((n.trim_matches('"'), e.strip_suffix('>')?)))
-        .with_context(|| format!("b4: the sender {:?} is not `Name <address>`", s.sender))?;
+fn git_config_env(s: &B4Series, editor: &str) -> Vec<(String, String)> {
+    let (name, email) = s.sender;
     let mut kv = vec![
         ("user.name", name.to_string()),
         ("user.email", email.to_string()),
@@ -69,7 +66,7 @@ fn git_config_env(s: &B4Series, editor: &str) -> Result<Vec<(String, String)>> {
         env.push((format!("GIT_CONFIG_KEY_{i}"), k.to_string()));
         env.push((format!("GIT_CONFIG_VALUE_{i}"), v));
     }
-    Ok(env)
+    env
 }
 
 fn b4(tree: &Path, env: &[(String, String)], args: &[&str]) -> Command {
@@ -90,7 +87,7 @@ fn quoted(p: &Path) -> String {
 /// on the branch it was on afterwards. Returns the messages a dry run wrote, in order.
 pub fn b4_send(s: &B4Series, mode: &B4Mode) -> Result<Vec<PathBuf>> {
     let editor = format!("cp {}", quoted(s.cover));
-    let env = git_config_env(s, &editor)?;
+    let env = git_config_env(s, &editor);
     let was = cmd::output(&mut cmd::git(s.tree, ["rev-parse", "--abbrev-ref", "HEAD"]))?
         .trim()
         .to_string();
@@ -182,7 +179,7 @@ pub fn send(
             .map(str::to_string)
             .collect(),
         revision: m.version,
-        sender: s.sender.to_string(),
+        sender: (&s.sender.name, &s.sender.email),
         to: &r.to,
         cc: &r.cc,
         smtp_server: o.smtp_server.as_deref(),
@@ -269,7 +266,7 @@ mod tests {
             cover: &cover,
             prefixes: vec!["RFC".into()],
             revision: 2,
-            sender: "Jane Developer <jane@kernel-dev.org>".into(),
+            sender: ("Jane Developer", "jane@kernel-dev.org"),
             to: &to,
             cc: &cc,
             smtp_server: None,
