@@ -156,15 +156,21 @@ fn run_step(layout: &Layout, step: &Step, accel: Accel) -> Result<()> {
 /// installs no other step can run: its failure ends the suite.
 pub fn test(layout: &Layout, guests: &[GuestSpec], accel: Accel) -> Result<()> {
     let mut failed = Vec::new();
+    let mut times = Vec::new();
+    let start = std::time::Instant::now();
     for step in steps(guests, accel) {
         eprintln!("== {}", step.title());
-        if let Err(e) = run_step(layout, &step, accel) {
+        let t = std::time::Instant::now();
+        let r = run_step(layout, &step, accel);
+        times.push((step.title(), t.elapsed().as_secs_f64(), r.is_ok()));
+        if let Err(e) = r {
             if matches!(step, Step::Install(_)) {
                 return Err(e).context(format!("{}: nothing else can run", step.title()));
             }
             failed.push(format!("{}: {e:#}", step.title()));
         }
     }
+    eprint!("{}", time_table(&times, start.elapsed().as_secs_f64()));
     if !failed.is_empty() {
         return Err(anyhow::anyhow!("test suite failed:\n  {}", failed.join("\n  "))).context(Failure::Test);
     }
@@ -172,9 +178,35 @@ pub fn test(layout: &Layout, guests: &[GuestSpec], accel: Accel) -> Result<()> {
     Ok(())
 }
 
+/// Where the suite's time went: one line per step, then the total.
+fn time_table(times: &[(String, f64, bool)], total: f64) -> String {
+    let mut s = String::from("suite times:\n");
+    for (title, secs, ok) in times {
+        let title: String = title.chars().take(72).collect();
+        s.push_str(&format!(
+            "  {secs:>7.0} s  {}  {title}\n",
+            if *ok { "ok    " } else { "FAILED" }
+        ));
+    }
+    s.push_str(&format!("  {total:>7.0} s  total\n"));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_table_names_each_step_and_the_total() {
+        let t = time_table(
+            &[("cargo test".into(), 95.4, true), ("guest run".into(), 612.0, false)],
+            708.0,
+        );
+        assert_eq!(
+            t,
+            "suite times:\n       95 s  ok      cargo test\n      612 s  FAILED  guest run\n      708 s  total\n"
+        );
+    }
 
     #[test]
     fn a_guest_spec_is_an_arch_with_a_guest_and_a_config() {

@@ -9,6 +9,9 @@ use crate::ktap::{self, Status, TestLine};
 pub struct CaseResult {
     pub name: String,
     pub exit_code: Option<i32>,
+    /// How long it ran, by the guest's clock (`KHRS-END ... seconds=S`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     pub plan: Option<u32>,
     pub tests: Vec<TestLine>,
     /// Why this case fails as a whole (no end marker, bad exit, short plan).
@@ -160,11 +163,12 @@ pub fn kunit_suites(json: &serde_json::Value) -> Vec<SuiteResult> {
 }
 
 /// One command's output in the tests log, between the guest's
-/// `KHRS-BEGIN n name` and `KHRS-END n rc=N` markers.
+/// `KHRS-BEGIN n name` and `KHRS-END n rc=N seconds=S` markers.
 #[derive(Debug, Clone)]
 pub struct Section {
     pub name: String,
     pub exit_code: Option<i32>,
+    pub seconds: Option<f64>,
     pub lines: Vec<String>,
 }
 
@@ -184,12 +188,15 @@ pub fn split_sections(tests_log: &str) -> (Option<u32>, bool, Vec<Section>) {
             out.push(Section {
                 name,
                 exit_code: None,
+                seconds: None,
                 lines: Vec::new(),
             });
             open = true;
         } else if let Some(rest) = line.strip_prefix("KHRS-END ") {
             if let Some(c) = out.last_mut() {
-                c.exit_code = rest.split_once("rc=").and_then(|(_, rc)| rc.trim().parse().ok());
+                let field = |k: &str| rest.split_whitespace().find_map(|w| w.strip_prefix(k));
+                c.exit_code = field("rc=").and_then(|rc| rc.parse().ok());
+                c.seconds = field("seconds=").and_then(|t| t.parse().ok());
             }
             open = false;
         } else if line == "KHRS-DONE" {
@@ -207,6 +214,7 @@ fn parse_section(sec: Section) -> CaseResult {
     let mut c = CaseResult {
         name: sec.name,
         exit_code: sec.exit_code,
+        seconds: sec.seconds,
         plan: None,
         tests: Vec::new(),
         problems: Vec::new(),
@@ -351,11 +359,12 @@ pub fn render(v: &Verdict) -> String {
             "FAIL"
         };
         s.push_str(&format!(
-            "{mark} {:<40} {} passed, {} failed, {} skipped{}\n",
+            "{mark} {:<40} {} passed, {} failed, {} skipped{}{}\n",
             c.name,
             count(Status::Pass),
             count(Status::Fail),
             count(Status::Skip),
+            c.seconds.map(|t| format!(", {t:.1} s")).unwrap_or_default(),
             if c.problems.is_empty() {
                 String::new()
             } else {
@@ -524,6 +533,41 @@ mod tests {
             text.contains("PASS khugepaged all:file") && !text.contains("     | "),
             "{text}"
         );
+    }
+
+    /// The guest's end marker carries the exit code and how long the case ran.
+    #[test]
+    fn a_case_shows_how_long_it_ran() {
+        let log = "KHRS-CPUS 2\nKHRS-BEGIN 1 khugepaged\nTAP version 13\n1..1\nok 1 collapse_full\n\
+                   # Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0\n\
+                   KHRS-END 1 rc=0 seconds=12.5\nKHRS-DONE\n";
+        let v = judge(
+            log,
+            CONSOLE,
+            kunit_of_console(),
+            &["khugepaged".to_string()],
+            2,
+            false,
+            &[],
+        );
+        assert_eq!(v.cases[0].exit_code, Some(0));
+        assert_eq!(v.cases[0].seconds, Some(12.5));
+        assert!(
+            render(&v).contains("1 passed, 0 failed, 0 skipped, 12.5 s\n"),
+            "{}",
+            render(&v)
+        );
+        let old = log.replace(" seconds=12.5", "");
+        let v = judge(
+            &old,
+            CONSOLE,
+            kunit_of_console(),
+            &["khugepaged".to_string()],
+            2,
+            false,
+            &[],
+        );
+        assert_eq!((v.cases[0].exit_code, v.cases[0].seconds), (Some(0), None));
     }
 
     #[test]
