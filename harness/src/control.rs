@@ -13,7 +13,7 @@ use crate::failure::Failure;
 use crate::guest::Accel;
 use crate::ktap::Status;
 use crate::layout::Layout;
-use crate::pipeline::{self, BuildOpts, Stages};
+use crate::pipeline::BuildOpts;
 use crate::run::{self as guest_run, RunOpts};
 use crate::series;
 use crate::verdict::{self, Verdict};
@@ -49,8 +49,16 @@ pub const MUST_FAIL: &[&str] = &["collapse_race.uffd_copy.race", "collapse_race.
 /// The knob patches/broken adds.
 pub const DELAY_KNOB: &str = "/sys/kernel/debug/khugepaged_race_delay_us";
 
+/// `cargo harness control`: [`prepare`], then [`finish`].
 pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
-    let ro = RunOpts {
+    let ro = run_opts(o);
+    let ready = guest_run::prepare(layout, &ro)?;
+    finish(layout, o, &ro, ready)
+}
+
+/// The run of the broken kernel: the race selftest only, with the delay knob set.
+pub fn run_opts(o: &Opts) -> RunOpts {
+    RunOpts {
         build: BuildOpts {
             arch: o.arch,
             variant: o.variant,
@@ -68,11 +76,23 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<()> {
         impls: Vec::new(),
         append: String::new(),
         command: Vec::new(),
-    };
-    let mut stages = Stages::default();
-    let built = pipeline::prepare(layout, &ro.build, &mut stages)?;
-    let plan = guest_run::plan(&guest_run::read_run_vmtests(&built.tree)?, &ro, false).context(Failure::Setup)?;
-    let logs = guest_run::boot(layout, &built, &plan, &ro, &mut stages)?;
+    }
+}
+
+/// Build the broken kernel and the race selftest: [`guest_run::prepare`] of [`run_opts`].
+pub fn prepare(layout: &Layout, o: &Opts) -> Result<guest_run::Ready> {
+    guest_run::prepare(layout, &run_opts(o))
+}
+
+/// Boot the [`prepare`]d broken kernel, and succeed only if the race selftest caught the bug.
+pub fn finish(layout: &Layout, o: &Opts, ro: &RunOpts, ready: guest_run::Ready) -> Result<()> {
+    let guest_run::Ready {
+        built,
+        plan,
+        bins,
+        mut stages,
+    } = ready;
+    let logs = guest_run::boot(layout, &built, &plan, &bins, ro, &mut stages)?;
     let v = guest_run::judge(&built.tree, &plan, &logs);
     let caught = judge(&v, &logs.tests);
     let report = match &caught {

@@ -189,15 +189,51 @@ pub struct Logs {
     pub console_path: PathBuf,
 }
 
-/// Build the plan's selftests, pack the initramfs and boot `built` with it.
-pub fn boot(layout: &Layout, built: &Built, plan: &GuestPlan, o: &RunOpts, stages: &mut Stages) -> Result<Logs> {
-    let machine = built.machine;
+/// A guest run up to its boot: the kernel built, the plan made, the plan's selftests built.
+/// The suite hands it from its build lane to its guest lane ([`finish`]).
+#[derive(Debug)]
+pub struct Ready {
+    pub built: Built,
+    pub plan: GuestPlan,
+    /// The directory with the plan's selftest programs.
+    pub bins: PathBuf,
+    pub stages: Stages,
+}
+
+/// Everything of a run of `o` that uses the host's CPUs: build the kernel, plan the guest
+/// from the tree's run_vmtests.sh, build the plan's selftests.
+pub fn prepare(layout: &Layout, o: &RunOpts) -> Result<Ready> {
+    let mut stages = Stages::default();
+    let built = pipeline::prepare(layout, &o.build, &mut stages)?;
+    let run_vmtests = read_run_vmtests(&built.tree)?;
+    let switch =
+        o.build.kernel == series::Kernel::Series && !o.build.mailed_only && built.has("CONFIG_KHUGEPAGED_RUST");
+    let plan = plan(&run_vmtests, o, switch).context(Failure::Setup)?;
     let programs: Vec<&str> = plan.programs.iter().map(String::as_str).collect();
     let (bins, _) = stages
         .timed("selftests", || {
-            crate::build::selftests(layout, &built.tree, &built.out, machine, &programs)
+            crate::build::selftests(layout, &built.tree, &built.out, built.machine, &programs)
         })
         .context(Failure::Build)?;
+    Ok(Ready {
+        built,
+        plan,
+        bins,
+        stages,
+    })
+}
+
+/// Pack the initramfs with the plan's programs (from `bins`) and boot `built` with it.
+pub fn boot(
+    layout: &Layout,
+    built: &Built,
+    plan: &GuestPlan,
+    bins: &Path,
+    o: &RunOpts,
+    stages: &mut Stages,
+) -> Result<Logs> {
+    let machine = built.machine;
+    let programs: Vec<&str> = plan.programs.iter().map(String::as_str).collect();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -345,15 +381,21 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs_err::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// `cargo harness run`: prepare, plan, boot, judge, record. Returns the verdict and the logs.
+/// `cargo harness run`: [`prepare`], then [`finish`]. Returns the verdict and the logs.
 pub fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, Logs)> {
-    let mut stages = Stages::default();
-    let built = pipeline::prepare(layout, &o.build, &mut stages)?;
-    let run_vmtests = read_run_vmtests(&built.tree)?;
-    let switch =
-        o.build.kernel == series::Kernel::Series && !o.build.mailed_only && built.has("CONFIG_KHUGEPAGED_RUST");
-    let plan = plan(&run_vmtests, o, switch).context(Failure::Setup)?;
-    let logs = boot(layout, &built, &plan, o, &mut stages)?;
+    let ready = prepare(layout, o)?;
+    finish(layout, o, ready)
+}
+
+/// The rest of a run, on a [`Ready`] kernel: boot, judge, record, print the verdict.
+pub fn finish(layout: &Layout, o: &RunOpts, ready: Ready) -> Result<(verdict::Verdict, Logs)> {
+    let Ready {
+        built,
+        plan,
+        bins,
+        mut stages,
+    } = ready;
+    let logs = boot(layout, &built, &plan, &bins, o, &mut stages)?;
     let v = judge(&built.tree, &plan, &logs);
     let text = verdict::render(&v);
     let mut judged = serde_json::to_value(&v)?;

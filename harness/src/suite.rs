@@ -87,7 +87,9 @@ impl Step {
     }
 }
 
-/// The suite for `guests`, in order.
+/// The suite for `guests`, in the build lane's order: install, the kernels the guest lane
+/// boots (so that it starts as early as it can), then the steps that need no guest, which run
+/// while the guests do.
 pub fn steps(guests: &[GuestSpec], accel: Accel) -> Vec<Step> {
     // x86_64 for the control, then each guest's architecture once.
     let mut arches = vec![Arch::X86_64];
@@ -96,8 +98,17 @@ pub fn steps(guests: &[GuestSpec], accel: Accel) -> Vec<Step> {
             arches.push(g.arch);
         }
     }
-    let mut v = vec![
-        Step::Install(arches),
+    let mut v = vec![Step::Install(arches)];
+    v.extend(guests.iter().copied().map(Step::Guest));
+    v.push(Step::Control(control::Opts {
+        arch: Arch::X86_64,
+        variant: Variant::Default,
+        delay_us: 0,
+        race_args: String::new(),
+        accel,
+        timeout: 600,
+    }));
+    v.extend([
         Step::CargoTest,
         Step::MailLoopback,
         Step::RebaseSelfTest,
@@ -116,66 +127,162 @@ pub fn steps(guests: &[GuestSpec], accel: Accel) -> Vec<Step> {
             each_patch: Vec::new(),
             fail_fast: false,
         }),
-    ];
-    v.extend(guests.iter().copied().map(Step::Guest));
-    v.push(Step::Control(control::Opts {
-        arch: Arch::X86_64,
-        variant: Variant::Default,
-        delay_us: 0,
-        race_args: String::new(),
-        accel,
-        timeout: 600,
-    }));
+    ]);
     v
 }
 
-fn run_step(layout: &Layout, step: &Step, accel: Accel) -> Result<()> {
+/// What a step of the build lane leaves for the guest lane: the boot of a built kernel.
+type Boot = Box<dyn FnOnce() -> Result<()> + Send>;
+
+/// Run `step` in the build lane: all of it, or up to a guest boot, which it returns.
+fn run_step(layout: &Layout, step: &Step, accel: Accel) -> Result<Option<Boot>> {
+    let done = |r: Result<()>| r.map(|_| None);
     match step {
-        Step::Install(a) => pipeline::install(layout, a),
-        Step::CargoTest => cmd::run(
+        Step::Install(a) => done(pipeline::install(layout, a)),
+        Step::CargoTest => done(cmd::run(
             std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .current_dir(&layout.repo)
                 .args(["test", "--workspace", "--release"]),
-        ),
-        Step::MailLoopback => base::ensure(layout).and_then(|_| mail::loopback_round_trip(layout)),
-        Step::RebaseSelfTest => mail::rebase_self_test(layout),
-        Step::Cross(o) => cross::run(layout, o).map(|_| ()),
+        )),
+        Step::MailLoopback => done(base::ensure(layout).and_then(|_| mail::loopback_round_trip(layout))),
+        Step::RebaseSelfTest => done(mail::rebase_self_test(layout)),
+        Step::Cross(o) => done(cross::run(layout, o).map(|_| ())),
         Step::Guest(g) => {
             let o = RunOpts::suite(BuildOpts::series(g.arch, g.variant), accel, IMPLS.to_vec());
-            let (v, _) = run::run(layout, &o)?;
-            if !v.ok() {
-                bail!("see its verdict above");
-            }
-            Ok(())
+            let ready = run::prepare(layout, &o)?;
+            let layout = layout.clone();
+            Ok(Some(Box::new(move || {
+                let (v, _) = run::finish(&layout, &o, ready)?;
+                if !v.ok() {
+                    bail!("see its verdict above");
+                }
+                Ok(())
+            })))
         }
-        Step::Control(o) => control::run(layout, o),
+        Step::Control(o) => {
+            let ro = control::run_opts(o);
+            let ready = run::prepare(layout, &ro)?;
+            let (layout, o) = (layout.clone(), o.clone());
+            Ok(Some(Box::new(move || control::finish(&layout, &o, &ro, ready))))
+        }
+    }
+}
+
+/// How a step went, in the lane that ran it.
+struct Timed {
+    title: String,
+    seconds: f64,
+    result: std::result::Result<(), String>,
+}
+
+fn timed(title: String, f: impl FnOnce() -> Result<()>) -> Timed {
+    let t = std::time::Instant::now();
+    let result = f().map_err(|e| format!("{e:#}"));
+    Timed {
+        title,
+        seconds: t.elapsed().as_secs_f64(),
+        result,
     }
 }
 
 /// Run every step; fail naming each one that failed. Without what the install step
 /// installs no other step can run: its failure ends the suite.
+///
+/// Two lanes: the build lane (a thread at the lowest CPU priority, nice 19, and every build
+/// it starts) runs the steps in order; a guest step's build hands its boot to the guest lane
+/// (this thread, at normal priority), which boots one guest at a time while the build lane
+/// goes on. A guest run is mostly its selftests waiting on khugepaged's scans, so the next
+/// kernel builds in the time the guest leaves; the priority keeps a build from stretching
+/// the guest's timed waits (the khugepaged selftest gives two full scans 3 s).
 pub fn test(layout: &Layout, guests: &[GuestSpec], accel: Accel) -> Result<()> {
-    let mut failed = Vec::new();
-    let mut times = Vec::new();
     let start = std::time::Instant::now();
-    for step in steps(guests, accel) {
-        eprintln!("== {}", step.title());
-        let t = std::time::Instant::now();
-        let r = run_step(layout, &step, accel);
-        times.push((step.title(), t.elapsed().as_secs_f64(), r.is_ok()));
-        if let Err(e) = r {
-            if matches!(step, Step::Install(_)) {
-                return Err(e).context(format!("{}: nothing else can run", step.title()));
-            }
-            failed.push(format!("{}: {e:#}", step.title()));
+    let mut steps = steps(guests, accel).into_iter();
+    let install = steps.next().context("the suite has no install step")?;
+    eprintln!("== {}", install.title());
+    let t = std::time::Instant::now();
+    run_step(layout, &install, accel).with_context(|| format!("{}: nothing else can run", install.title()))?;
+    let installed = Timed {
+        title: install.title(),
+        seconds: t.elapsed().as_secs_f64(),
+        result: Ok(()),
+    };
+    let rest: Vec<(String, Step)> = steps.map(|s| (s.title(), s)).collect();
+    let build_layout = layout.clone();
+    let mut lowered = false;
+    let (built, booted) = lanes(rest, move |step: &Step| {
+        if !lowered {
+            lower_priority();
+            lowered = true;
         }
-    }
+        run_step(&build_layout, step, accel)
+    })?;
+    let all: Vec<Timed> = std::iter::once(installed).chain(built).chain(booted).collect();
+    let times: Vec<(String, f64, bool)> = all
+        .iter()
+        .map(|t| (t.title.clone(), t.seconds, t.result.is_ok()))
+        .collect();
     eprint!("{}", time_table(&times, start.elapsed().as_secs_f64()));
+    let failed: Vec<String> = all
+        .iter()
+        .filter_map(|t| t.result.as_ref().err().map(|e| format!("{}: {e}", t.title)))
+        .collect();
     if !failed.is_empty() {
         return Err(anyhow::anyhow!("test suite failed:\n  {}", failed.join("\n  "))).context(Failure::Test);
     }
     eprintln!("test suite passed");
     Ok(())
+}
+
+/// Run `steps` (titled) in the build lane, a thread of its own, each by `build`, in order;
+/// each boot a step returns runs in the guest lane (the calling thread), one at a time, while
+/// the build lane goes on. Returns what each lane did, in order.
+fn lanes<S: Send + 'static>(
+    steps: Vec<(String, S)>,
+    mut build: impl FnMut(&S) -> Result<Option<Boot>> + Send + 'static,
+) -> Result<(Vec<Timed>, Vec<Timed>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Boot)>();
+    let build_lane = std::thread::spawn(move || {
+        let mut done = Vec::new();
+        for (title, step) in steps {
+            eprintln!("== {title}");
+            let mut boot = None;
+            done.push(timed(title.clone(), || {
+                boot = build(&step)?;
+                Ok(())
+            }));
+            if let Some(b) = boot {
+                if let Some(t) = done.last_mut() {
+                    t.title.push_str(": build");
+                }
+                // The guest lane ends when this sender is dropped, with the lane.
+                tx.send((title, b)).ok();
+            }
+        }
+        done
+    });
+    let mut booted = Vec::new();
+    for (title, boot) in rx {
+        eprintln!("== {title}: boot (guest lane; the build lane goes on)");
+        booted.push(timed(format!("{title}: boot"), boot));
+    }
+    let built = build_lane
+        .join()
+        .map_err(|_| anyhow::anyhow!("the suite's build lane panicked"))?;
+    Ok((built, booted))
+}
+
+/// Give the calling thread, and every process it starts from now on, the lowest CPU
+/// priority (nice 19); a failure only costs speed, so it is a warning.
+fn lower_priority() {
+    // SAFETY: setpriority(2) takes no pointers; on Linux PRIO_PROCESS with `who` 0 sets the
+    // nice value of the calling thread only (a per-thread attribute), which its children
+    // inherit.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        eprintln!(
+            "warning: could not lower the build lane's CPU priority ({}): builds and guests share the CPUs evenly",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Where the suite's time went: one line per step, then the total.
@@ -227,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn the_suite_ends_with_the_control_after_every_guest() {
+    fn the_suite_builds_the_guests_kernels_first_and_the_control_last_of_them() {
         let guests: Vec<GuestSpec> = ["x86_64:default", "arm64:default"]
             .iter()
             .map(|g| g.parse().unwrap())
@@ -236,14 +343,120 @@ mod tests {
         let titles: Vec<String> = s.iter().map(Step::title).collect();
         assert_eq!(s.len(), 9, "{titles:?}");
         assert!(matches!(&s[0], Step::Install(a) if a == &[Arch::X86_64, Arch::Arm64]));
-        assert!(matches!(s[1], Step::CargoTest));
-        assert_eq!(titles[4], "cross build: x86_64 with thp-off (cargo harness cross)");
-        assert_eq!(titles[5], "cross build: riscv with series (cargo harness cross)");
-        assert_eq!(titles[6], "guest run, x86_64 default");
-        assert_eq!(titles[7], "guest run, arm64 default");
-        assert!(matches!(s[8], Step::Control(_)));
+        assert_eq!(titles[1], "guest run, x86_64 default");
+        assert_eq!(titles[2], "guest run, arm64 default");
+        assert!(matches!(s[3], Step::Control(_)));
+        assert!(matches!(s[4], Step::CargoTest));
+        assert_eq!(titles[7], "cross build: x86_64 with thp-off (cargo harness cross)");
+        assert_eq!(titles[8], "cross build: riscv with series (cargo harness cross)");
         // The control boots an x86_64 kernel: x86_64 is installed without an x86_64 guest.
         let arm_only = steps(&[guests[1]], Accel::Tcg);
         assert!(matches!(&arm_only[0], Step::Install(a) if a == &[Arch::X86_64, Arch::Arm64]));
+    }
+
+    /// A step of the lanes' tests: its build's result, and whether it leaves a boot.
+    struct Fake {
+        build_fails: bool,
+        boot_fails: bool,
+        boots: bool,
+    }
+
+    fn fake(build_fails: bool, boots: bool, boot_fails: bool) -> Fake {
+        Fake {
+            build_fails,
+            boot_fails,
+            boots,
+        }
+    }
+
+    #[test]
+    fn a_guest_boots_while_the_next_kernel_builds() {
+        // The second build waits until the first guest's boot has started: with one lane
+        // (boots after all builds, or in the build lane) it would wait in vain.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started_rx = std::sync::Mutex::new(started_rx);
+        let steps = vec![("a".to_string(), 0), ("b".to_string(), 1)];
+        let (built, booted) = lanes(steps, move |n: &i32| {
+            if *n == 1 {
+                started_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|_| anyhow::anyhow!("the first boot did not start during the second build"))?;
+                return Ok(None);
+            }
+            let tx = started_tx.clone();
+            Ok(Some(Box::new(move || {
+                tx.send(()).ok();
+                Ok(())
+            }) as Boot))
+        })
+        .unwrap();
+        let r: Vec<_> = built.iter().map(|t| (t.title.as_str(), t.result.clone())).collect();
+        assert_eq!(r, [("a: build", Ok(())), ("b", Ok(()))]);
+        assert_eq!(booted.len(), 1);
+        assert_eq!(booted[0].title, "a: boot");
+        assert!(booted[0].result.is_ok());
+    }
+
+    #[test]
+    fn each_lane_reports_its_failures_and_a_failed_build_boots_nothing() {
+        let steps = vec![
+            ("g1".to_string(), fake(false, true, true)),
+            ("g2".to_string(), fake(true, true, false)),
+            ("g3".to_string(), fake(false, true, false)),
+            ("unit".to_string(), fake(true, false, false)),
+        ];
+        let (built, booted) = lanes(steps, |f: &Fake| {
+            if f.build_fails {
+                bail!("kbuild failed");
+            }
+            let fails = f.boot_fails;
+            Ok(f.boots.then(|| {
+                Box::new(move || {
+                    if fails {
+                        Err(anyhow::anyhow!("2 failed"))
+                    } else {
+                        Ok(())
+                    }
+                }) as Boot
+            }))
+        })
+        .unwrap();
+        let b: Vec<_> = built.iter().map(|t| (t.title.as_str(), t.result.clone())).collect();
+        assert_eq!(
+            b,
+            [
+                ("g1: build", Ok(())),
+                ("g2", Err("kbuild failed".to_string())),
+                ("g3: build", Ok(())),
+                ("unit", Err("kbuild failed".to_string())),
+            ]
+        );
+        let g: Vec<_> = booted.iter().map(|t| (t.title.as_str(), t.result.clone())).collect();
+        assert_eq!(g, [("g1: boot", Err("2 failed".to_string())), ("g3: boot", Ok(()))]);
+    }
+
+    #[test]
+    fn the_build_lane_and_what_it_starts_run_at_nice_19_and_the_rest_does_not() {
+        let nice_of_a_child = || {
+            let out = std::process::Command::new("cat")
+                .arg("/proc/self/stat")
+                .output()
+                .unwrap();
+            let stat = String::from_utf8(out.stdout).unwrap();
+            // Field 19 of stat(5) is the nice value; fields after the ")" of the name.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            after.split(' ').nth(16).unwrap().parse::<i32>().unwrap()
+        };
+        let before = nice_of_a_child();
+        let lowered = std::thread::spawn(move || {
+            lower_priority();
+            nice_of_a_child()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, 19);
+        assert_eq!(nice_of_a_child(), before, "the other threads keep their priority");
     }
 }
