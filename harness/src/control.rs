@@ -65,6 +65,7 @@ pub fn run_opts(o: &Opts) -> RunOpts {
             kernel: series::Kernel::Broken,
             force: false,
             mailed_only: true,
+            fragments: Vec::new(),
         },
         accel: o.accel,
         timeout: o.timeout,
@@ -75,6 +76,7 @@ pub fn run_opts(o: &Opts) -> RunOpts {
         race_prefix: format!("echo {} > {DELAY_KNOB}", o.delay_us),
         impls: Vec::new(),
         append: String::new(),
+        setup: None,
         command: Vec::new(),
     }
 }

@@ -31,9 +31,26 @@ pub struct BuildOpts {
     /// Build the mailed series only, without patches/local/.
     #[arg(long)]
     pub mailed_only: bool,
+    /// An extra kconfig fragment, merged after the configuration's own (e.g.
+    /// configs/extra/trace.config for a look at the collapses with ftrace); its symbols are
+    /// checked like the others'. The build goes to build-<arch>-<config>+<fragment's name>,
+    /// so the ordinary build directory stays as it is.
+    #[arg(long = "fragment")]
+    pub fragments: Vec<PathBuf>,
 }
 
 impl BuildOpts {
+    /// The build directory's configuration name: the variant's, `+` each extra fragment's
+    /// file stem.
+    pub fn config_name(&self) -> String {
+        let mut name = self.variant.name().to_string();
+        for f in &self.fragments {
+            name.push('+');
+            name.push_str(&f.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default());
+        }
+        name
+    }
+
     /// The test kernel of `arch` and `variant` with the series and the local stack.
     pub fn series(arch: Arch, variant: Variant) -> BuildOpts {
         BuildOpts {
@@ -42,6 +59,7 @@ impl BuildOpts {
             kernel: series::Kernel::Series,
             force: false,
             mailed_only: false,
+            fragments: Vec::new(),
         }
     }
 }
@@ -153,10 +171,17 @@ fn setup(
     toolchain::check(layout, &tree)?;
     // The negative control's tree is a tree of its own: its build directory has the
     // variant's name too, and the same relative paths, so ccache shares the base's objects.
-    let out = Layout::build_dir(&tree, &machine.build_name(o.variant.name()));
+    let out = Layout::build_dir(&tree, &machine.build_name(&o.config_name()));
+    for f in &o.fragments {
+        if !f.is_file() {
+            anyhow::bail!("--fragment {}: no such file", f.display());
+        }
+    }
     stages.timed("configure", || {
         toolchain::rust_available(layout, &tree, &out)?;
-        config::configure(layout, &tree, &out, machine, o.variant, with_series)
+        let mut frags = config::fragment_paths(layout, &tree, machine, toolchain::llvm(), o.variant, with_series);
+        frags.extend(o.fragments.iter().cloned());
+        config::configure_fragments(layout, &tree, &out, &machine.make_vars(), &frags)
     })?;
     Ok((tree, out))
 }

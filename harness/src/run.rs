@@ -76,6 +76,10 @@ pub struct RunOpts {
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     pub append: String,
+    /// A shell command the guest runs before the first case (its output goes to the tests'
+    /// log), e.g. to turn tracepoints on for the whole run.
+    #[arg(long)]
+    pub setup: Option<String>,
     /// A command to run in the guest after the tests (from /khrs).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -96,6 +100,7 @@ impl RunOpts {
             race_only: false,
             race_prefix: String::new(),
             append: String::new(),
+            setup: None,
             command: Vec::new(),
         }
     }
@@ -244,7 +249,7 @@ pub fn boot(
     };
     let dir = layout.runs().join(format!(
         "{stamp}-{broken}{}",
-        machine.build_name(built.opts.variant.name())
+        machine.build_name(&built.opts.config_name())
     ));
     fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files: Vec<(PathBuf, String)> = programs.iter().map(|p| (bins.join(p), p.to_string())).collect();
@@ -262,7 +267,7 @@ pub fn boot(
             init: &init,
             files,
             cases: &plan.cases,
-            setup: None,
+            setup: o.setup.clone(),
         },
         &dir,
     )?;
@@ -437,6 +442,15 @@ CATEGORY=\"thp\" run_test ./transhuge-stress -d 20
         Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
             .unwrap()
             .o
+    }
+
+    #[test]
+    fn an_extra_fragment_gets_a_build_directory_of_its_own() {
+        let o = opts(&["--arch", "arm64", "--fragment", "configs/extra/trace.config"]);
+        assert_eq!(o.build.config_name(), "default+trace");
+        assert_eq!(opts(&["--config", "shared-ptl"]).build.config_name(), "shared-ptl");
+        let o = opts(&["--setup", "echo 1 > /sys/kernel/tracing/tracing_on"]);
+        assert_eq!(o.setup.as_deref(), Some("echo 1 > /sys/kernel/tracing/tracing_on"));
     }
 
     #[test]
