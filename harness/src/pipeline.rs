@@ -172,16 +172,49 @@ fn setup(
     // The negative control's tree is a tree of its own: its build directory has the
     // variant's name too, and the same relative paths, so ccache shares the base's objects.
     let out = Layout::build_dir(&tree, &machine.build_name(&o.config_name()));
-    for f in &o.fragments {
-        if !f.is_file() {
-            anyhow::bail!("--fragment {}: no such file", f.display());
-        }
-    }
+    let extra = extra_fragments(&o.fragments)?;
     stages.timed("configure", || {
         toolchain::rust_available(layout, &tree, &out)?;
         let mut frags = config::fragment_paths(layout, &tree, machine, toolchain::llvm(), o.variant, with_series);
-        frags.extend(o.fragments.iter().cloned());
+        frags.extend(extra);
         config::configure_fragments(layout, &tree, &out, &machine.make_vars(), &frags)
     })?;
     Ok((tree, out))
+}
+
+/// The `--fragment` files as absolute paths: merge_config.sh runs in the kernel tree, where
+/// a path relative to the caller's directory means nothing.
+fn extra_fragments(fragments: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fragments
+        .iter()
+        .map(|f| {
+            let abs = f
+                .canonicalize()
+                .with_context(|| format!("--fragment {}", f.display()))?;
+            if !abs.is_file() {
+                anyhow::bail!("--fragment {}: not a file", f.display());
+            }
+            Ok(abs)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extra_fragment_is_passed_on_by_its_absolute_path_and_a_missing_one_is_an_error() {
+        let got = extra_fragments(&[PathBuf::from("../configs/extra/trace.config")]).expect("the fragment exists");
+        assert!(
+            got[0].is_absolute() && got[0].ends_with("configs/extra/trace.config"),
+            "{got:?}"
+        );
+        let err = extra_fragments(&[PathBuf::from("configs/extra/no-such.config")]).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("--fragment configs/extra/no-such.config: "),
+            "{err:#}"
+        );
+        assert!(extra_fragments(&[PathBuf::from("../configs/extra")]).is_err());
+    }
 }
