@@ -43,6 +43,26 @@ pub fn khugepaged_cases(run_vmtests: &str) -> Vec<Case> {
 /// (`thp` category programs other than khugepaged that the series adds).
 pub const RACE_PROGRAMS: &[&str] = &["collapse_retract_race"];
 
+/// The guest command line of `-- CMD...`: one argument is a shell command line as it is
+/// (`-- 'dmesg | tail'`); several are a program and its arguments, each quoted for the
+/// guest's sh, so that `-- sh -c "a | b"` runs what it says there.
+pub fn command_line(args: &[String]) -> String {
+    if let [one] = args {
+        return one.clone();
+    }
+    let plain = |a: &str| !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_./=:,+@%-".contains(c));
+    args.iter()
+        .map(|a| {
+            if plain(a) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Race tests listed in run_vmtests.sh's `thp` category, with `extra`
 /// arguments (e.g. a longer duration).
 pub fn race_cases(run_vmtests: &str, extra: &str) -> Vec<Case> {
@@ -296,6 +316,18 @@ mod tests {
     }
 
     /// Both machines boot from the same description; only the fields of [`Machine`] differ.
+    #[test]
+    fn a_command_of_several_arguments_keeps_each_argument_whole() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(command_line(&args(&["dmesg | tail -3"])), "dmesg | tail -3");
+        assert_eq!(command_line(&args(&["cat", "/proc/vmstat"])), "cat /proc/vmstat");
+        assert_eq!(
+            command_line(&args(&["sh", "-c", "grep -v '^#' /t | head"])),
+            r"sh -c 'grep -v '\''^#'\'' /t | head'"
+        );
+        assert_eq!(command_line(&args(&["echo", ""])), "echo ''");
+    }
+
     #[test]
     fn qemu_command_lines_follow_the_machine() {
         let arm_tcg = qemu_line(&crate::arch::ARM64_VIRT, Accel::Tcg);

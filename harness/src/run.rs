@@ -80,7 +80,8 @@ pub struct RunOpts {
     /// log), e.g. to turn tracepoints on for the whole run.
     #[arg(long)]
     pub setup: Option<String>,
-    /// A command to run in the guest after the tests (from /khrs).
+    /// A command to run in the guest after the tests (from /khrs): one argument is a shell
+    /// command line, several are a program and its arguments.
     #[arg(last = true)]
     pub command: Vec<String>,
 }
@@ -172,7 +173,7 @@ pub fn plan(run_vmtests: &str, o: &RunOpts, switch: bool) -> Result<GuestPlan> {
         cases = ab::blocks(&cases, &impls);
     }
     if !o.command.is_empty() {
-        let c = o.command.join(" ");
+        let c = guest::command_line(&o.command);
         cases.push(guest::Case {
             name: c.clone(),
             command: c,
