@@ -138,14 +138,11 @@ pub fn configure(
     machine: &Machine,
     variant: Variant,
     with_series: bool,
+    extra: &[PathBuf],
 ) -> Result<()> {
-    configure_fragments(
-        layout,
-        tree,
-        build,
-        &machine.make_vars(),
-        &fragment_paths(layout, tree, machine, toolchain::llvm(), variant, with_series),
-    )
+    let mut frags = fragment_paths(layout, tree, machine, toolchain::llvm(), variant, with_series);
+    frags.extend_from_slice(extra);
+    configure_fragments(layout, tree, build, &machine.make_vars(), &frags)
 }
 
 /// `make tinyconfig` in `build`, the fragments `frags` merged in order, `olddefconfig`, and the

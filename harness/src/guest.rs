@@ -315,7 +315,6 @@ mod tests {
         cmd::describe(&qemu(&b, accel))
     }
 
-    /// Both machines boot from the same description; only the fields of [`Machine`] differ.
     #[test]
     fn a_command_of_several_arguments_keeps_each_argument_whole() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -328,6 +327,7 @@ mod tests {
         assert_eq!(command_line(&args(&["echo", ""])), "echo ''");
     }
 
+    /// Both machines boot from the same description; only the fields of [`Machine`] differ.
     #[test]
     fn qemu_command_lines_follow_the_machine() {
         let arm_tcg = qemu_line(&crate::arch::ARM64_VIRT, Accel::Tcg);

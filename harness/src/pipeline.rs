@@ -175,9 +175,7 @@ fn setup(
     let extra = extra_fragments(&o.fragments)?;
     stages.timed("configure", || {
         toolchain::rust_available(layout, &tree, &out)?;
-        let mut frags = config::fragment_paths(layout, &tree, machine, toolchain::llvm(), o.variant, with_series);
-        frags.extend(extra);
-        config::configure_fragments(layout, &tree, &out, &machine.make_vars(), &frags)
+        config::configure(layout, &tree, &out, machine, o.variant, with_series, &extra)
     })?;
     Ok((tree, out))
 }

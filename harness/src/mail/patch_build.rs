@@ -37,7 +37,7 @@ pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[
     let n = commits.len();
     let res = (|| -> Result<()> {
         cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", &commits[n - 1]]))?;
-        config::configure(layout, tree, &bdir, MACHINE, config::Variant::Default, m.rust())?;
+        config::configure(layout, tree, &bdir, MACHINE, config::Variant::Default, m.rust(), &[])?;
         fs::copy(&mine, &full)?;
         for (i, c) in commits.iter().enumerate() {
             cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", c]))?;
