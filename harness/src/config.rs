@@ -212,6 +212,43 @@ pub fn configure_fragments(
     Ok(())
 }
 
+/// The configuration of a whole series, for building each of its patches in turn: made at
+/// the last patch, and copied back before every patch's `olddefconfig`, because olddefconfig
+/// drops the symbols a patch does not know yet and they must come back on with the patch
+/// that adds them.
+pub struct SeriesConfig {
+    kept: PathBuf,
+    dot_config: PathBuf,
+}
+
+impl SeriesConfig {
+    /// Keep `build`'s `.config`, configured with the series' last patch checked out.
+    pub fn keep(build: &Path) -> Result<Self> {
+        let c = SeriesConfig {
+            kept: build.join("series.config.full"),
+            dot_config: build.join(".config"),
+        };
+        fs::copy(&c.dot_config, &c.kept)?;
+        Ok(c)
+    }
+
+    /// The `.config` for the patch checked out: the kept one through `olddefconfig` (a
+    /// `make` of that target for the tree and build directory). Fails if `CONFIG_RUST` is
+    /// not on: a patch that turns Rust off builds nothing of the series.
+    pub fn for_patch(&self, olddefconfig: &mut Command) -> Result<BTreeMap<String, Want>> {
+        // Copied only when it differs, so that an unchanged .config keeps its mtime.
+        if fs::read(&self.kept)? != fs::read(&self.dot_config).unwrap_or_default() {
+            fs::copy(&self.kept, &self.dot_config)?;
+        }
+        cmd::output(olddefconfig)?;
+        let cfg = parse(&fs::read_to_string(&self.dot_config)?);
+        if cfg.get("CONFIG_RUST").cloned().flatten().as_deref() != Some("y") {
+            bail!("CONFIG_RUST is off in {}", self.dot_config.display());
+        }
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -316,5 +353,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_patch_gets_the_whole_series_configuration_back() {
+        let d = tempfile::tempdir().unwrap();
+        let dot = d.path().join(".config");
+        let full = "CONFIG_RUST=y\nCONFIG_KHUGEPAGED_RUST=y\n";
+        std::fs::write(&dot, full).unwrap();
+        let kept = super::SeriesConfig::keep(d.path()).unwrap();
+        // An olddefconfig at a patch that does not know the series' option drops it ...
+        let drop_it = |c: &str| {
+            let mut sh = std::process::Command::new("sh");
+            sh.arg("-c").arg(format!("printf '{c}' > {}", dot.display()));
+            sh
+        };
+        let cfg = kept.for_patch(&mut drop_it("CONFIG_RUST=y\\n")).unwrap();
+        assert_eq!(cfg.get("CONFIG_KHUGEPAGED_RUST"), None);
+        // ... and the next patch starts from the whole configuration again.
+        let cfg = kept.for_patch(&mut std::process::Command::new("true")).unwrap();
+        assert_eq!(
+            cfg.get("CONFIG_KHUGEPAGED_RUST").cloned().flatten().as_deref(),
+            Some("y")
+        );
+        // A patch whose olddefconfig turns Rust off is named as such.
+        let e = kept.for_patch(&mut drop_it("# CONFIG_RUST is not set\\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("CONFIG_RUST is off"), "{e:#}");
     }
 }

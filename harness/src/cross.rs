@@ -69,13 +69,14 @@ pub fn fragment_paths(layout: &Layout, arch: Arch, flavour: Flavour) -> Vec<Path
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Opts {
-    /// Architectures to build (default: all eight).
+    /// Architectures to build (default: all eight; none with `--each-patch` alone).
     #[arg(long = "arch", value_enum)]
     pub arches: Vec<Arch>,
     /// Configurations to build (default: all three).
     #[arg(long = "config", value_enum)]
     pub flavours: Vec<Flavour>,
-    /// Also build every patch in turn (with the series' options on), for these architectures.
+    /// Build every patch in turn for these architectures, with the series' options on (the
+    /// configuration made at the last patch, through olddefconfig at each).
     #[arg(long = "each-patch", value_enum)]
     pub each_patch: Vec<Arch>,
     /// Stop at the first failed build.
@@ -173,66 +174,137 @@ fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
     Ok((tree, commits))
 }
 
-/// Configure and build one cell in the tree as it is checked out.
-fn build_cell(layout: &Layout, tree: &Path, arch: Arch, flavour: Flavour, patch: Option<String>) -> Result<Cell> {
-    let build = Layout::build_dir(tree, &format!("cross-{}-{}", arch.name(), flavour.name()));
-    let frags = fragment_paths(layout, arch, flavour);
-    let mut cell = Cell {
+/// A cell of `arch` and `flavour` (of `patch`, for per-patch builds), not built yet.
+fn cell(arch: Arch, flavour: Flavour, patch: Option<String>) -> Cell {
+    Cell {
         arch,
         flavour,
         patch,
         took: Duration::ZERO,
         warnings: Vec::new(),
         error: None,
-        not_applicable: None,
-    };
-    if !arch.has_thp() && flavour != Flavour::ThpOff {
-        cell.not_applicable = Some("the architecture has no THP: only thp-off applies");
-        return Ok(cell);
+        not_applicable: (!arch.has_thp() && flavour != Flavour::ThpOff)
+            .then_some("the architecture has no THP: only thp-off applies"),
     }
-    // A configuration that cannot have what it asks for (say Rust, for a toolchain kconfig
-    // rejects) is a failed cell, named, not a silent pass.
-    if let Err(e) = config::configure_fragments(layout, tree, &build, &arch.make_vars(), &frags) {
-        cell.error = Some(format!("configure: {e:#}"));
-        return Ok(cell);
-    }
-    let log = build.join("build.log");
-    let stage = format!("build {} {}", arch.name(), flavour.name());
-    let mut make = build::make(layout, tree, &build);
-    make.args(arch.make_vars()).arg("vmlinux");
-    let started = std::time::Instant::now();
-    let res = cmd::logged(&stage, &mut make, &log, None);
-    cell.took = started.elapsed();
-    let text = fs::read_to_string(&log).unwrap_or_default();
-    match res {
-        Ok(_) => {
-            cell.warnings = build::warnings(&text);
-        }
-        Err(e) => {
-            cell.error = Some(first_error(&text).unwrap_or_else(|| format!("{e:#}")));
-        }
-    }
-    Ok(cell)
 }
 
-/// Run the matrix; prints the table and fails if any cell failed or warned.
-pub fn run(layout: &Layout, o: &Opts) -> Result<Vec<Cell>> {
-    let arches: Vec<Arch> = if o.arches.is_empty() {
-        Arch::ALL.to_vec()
-    } else {
+/// The build directory of `arch` and `flavour` in the cross tree.
+fn build_dir(tree: &Path, arch: Arch, flavour: Flavour) -> PathBuf {
+    Layout::build_dir(tree, &format!("cross-{}-{}", arch.name(), flavour.name()))
+}
+
+/// Configure `c` from its fragments in the tree as it is checked out. A configuration that
+/// cannot have what it asks for (say Rust, for a toolchain kconfig rejects) is a failed
+/// cell, named, not a silent pass. Returns whether `c` can be built.
+fn configure(layout: &Layout, tree: &Path, c: &mut Cell) -> bool {
+    let frags = fragment_paths(layout, c.arch, c.flavour);
+    let build = build_dir(tree, c.arch, c.flavour);
+    match config::configure_fragments(layout, tree, &build, &c.arch.make_vars(), &frags) {
+        Ok(()) => true,
+        Err(e) => {
+            c.error = Some(format!("configure: {e:#}"));
+            false
+        }
+    }
+}
+
+/// Build `vmlinux` of `c`, configured, in the tree as it is checked out.
+fn make_vmlinux(layout: &Layout, tree: &Path, c: &mut Cell) {
+    let build = build_dir(tree, c.arch, c.flavour);
+    let log = build.join("build.log");
+    let stage = format!("build {} {}", c.arch.name(), c.flavour.name());
+    let mut make = build::make(layout, tree, &build);
+    make.args(c.arch.make_vars()).arg("vmlinux");
+    let started = std::time::Instant::now();
+    let res = cmd::logged(&stage, &mut make, &log, None);
+    c.took = started.elapsed();
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    match res {
+        Ok(_) => c.warnings = build::warnings(&text),
+        Err(e) => c.error = Some(first_error(&text).unwrap_or_else(|| format!("{e:#}"))),
+    }
+}
+
+/// Configure and build one cell in the tree as it is checked out.
+fn build_cell(layout: &Layout, tree: &Path, arch: Arch, flavour: Flavour) -> Cell {
+    let mut c = cell(arch, flavour, None);
+    if c.not_applicable.is_none() && configure(layout, tree, &mut c) {
+        make_vmlinux(layout, tree, &mut c);
+    }
+    c
+}
+
+/// Build every commit of `commits` in turn for `arch` with the series' options on: configured
+/// from the fragments at the last commit (where every symbol must stick), then that
+/// configuration through olddefconfig at each commit ([`config::SeriesConfig`]), so that
+/// each option comes on with the patch that adds it. Stops early if `stop` says so.
+fn each_patch(
+    layout: &Layout,
+    tree: &Path,
+    arch: Arch,
+    commits: &[String],
+    stop: impl Fn(&[Cell]) -> bool,
+) -> Result<Vec<Cell>> {
+    let n = commits.len();
+    let checkout = |c: &str| cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", c]));
+    let mut cells = Vec::new();
+    let Some(last) = commits.last() else {
+        return Ok(cells);
+    };
+    checkout(last)?;
+    let mut at_last = cell(arch, Flavour::Series, Some(format!("configured at patch {n}/{n}")));
+    if at_last.not_applicable.is_some() || !configure(layout, tree, &mut at_last) {
+        cells.push(at_last);
+        return Ok(cells);
+    }
+    let build = build_dir(tree, arch, Flavour::Series);
+    let kept = config::SeriesConfig::keep(&build)?;
+    for (i, commit) in commits.iter().enumerate() {
+        checkout(commit)?;
+        let subject = cmd::output(&mut cmd::git(tree, ["log", "-1", "--format=%s", commit]))?;
+        let mut c = cell(arch, Flavour::Series, Some(format!("{}/{n} {}", i + 1, subject.trim())));
+        let mut olddefconfig = build::make(layout, tree, &build);
+        olddefconfig.args(arch.make_vars()).arg("olddefconfig");
+        match kept.for_patch(&mut olddefconfig) {
+            Ok(_) => make_vmlinux(layout, tree, &mut c),
+            Err(e) => c.error = Some(format!("configure: {e:#}")),
+        }
+        cells.push(c);
+        if stop(&cells) {
+            break;
+        }
+    }
+    Ok(cells)
+}
+
+/// The architectures and configurations of the matrix `o` asks for: all of them unless
+/// `--arch` or `--config` narrows it, none with `--each-patch` alone.
+fn matrix(o: &Opts) -> (Vec<Arch>, Vec<Flavour>) {
+    let arches: Vec<Arch> = if !o.arches.is_empty() {
         o.arches.clone()
+    } else if o.flavours.is_empty() && !o.each_patch.is_empty() {
+        // `--each-patch` alone: only the per-patch builds.
+        Vec::new()
+    } else {
+        Arch::ALL.to_vec()
     };
     let flavours: Vec<Flavour> = if o.flavours.is_empty() {
         Flavour::ALL.to_vec()
     } else {
         o.flavours.clone()
     };
+    (arches, flavours)
+}
+
+/// Run the matrix; prints the table and fails if any cell failed or warned.
+pub fn run(layout: &Layout, o: &Opts) -> Result<Vec<Cell>> {
+    let (arches, flavours) = matrix(o);
     let (tree, commits) = prepare_tree(layout)?;
     let mut cells = Vec::new();
     let stop = |cells: &[Cell]| o.fail_fast && cells.iter().any(|c| !c.ok());
     'matrix: for &arch in &arches {
         for &flavour in &flavours {
-            cells.push(build_cell(layout, &tree, arch, flavour, None)?);
+            cells.push(build_cell(layout, &tree, arch, flavour));
             if stop(&cells) {
                 break 'matrix;
             }
@@ -242,15 +314,10 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<Vec<Cell>> {
         if stop(&cells) {
             break;
         }
-        for c in &commits {
-            cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "--detach", c]))?;
-            let subject = cmd::output(&mut cmd::git(&tree, ["log", "-1", "--format=%s", c]))?;
-            cells.push(build_cell(layout, &tree, arch, Flavour::Series, Some(subject))?);
-            if stop(&cells) {
-                break;
-            }
-        }
+        let built = each_patch(layout, &tree, arch, &commits, |c| stop(c));
+        // Back to the branch whatever happened: the next run applies onto it.
         cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "cross"]))?;
+        cells.extend(built?);
     }
     eprint!("{}", render(&cells));
     let bad = cells.iter().filter(|c| !c.ok()).count();
@@ -332,5 +399,31 @@ mod tests {
         assert!(t.contains("x86_64    thp-off    built"), "{t}");
         assert!(t.contains("[rust: mm: add abstractions]"), "{t}");
         assert!(!cells[0].ok() && cells[1].ok());
+    }
+
+    #[test]
+    fn each_patch_alone_builds_no_matrix() {
+        let o = |arches: Vec<Arch>, flavours: Vec<Flavour>, each_patch: Vec<Arch>| Opts {
+            arches,
+            flavours,
+            each_patch,
+            fail_fast: false,
+        };
+        let (a, f) = matrix(&o(vec![], vec![], vec![]));
+        assert_eq!((a.len(), f.len()), (Arch::ALL.len(), Flavour::ALL.len()));
+        let (a, _) = matrix(&o(vec![], vec![], vec![Arch::Arm64]));
+        assert!(a.is_empty(), "{a:?}");
+        let (a, f) = matrix(&o(vec![Arch::Riscv], vec![], vec![Arch::Arm64]));
+        assert_eq!((a, f.len()), (vec![Arch::Riscv], Flavour::ALL.len()));
+        let (a, f) = matrix(&o(vec![], vec![Flavour::ThpOff], vec![Arch::Arm64]));
+        assert_eq!((a.len(), f), (Arch::ALL.len(), vec![Flavour::ThpOff]));
+    }
+
+    #[test]
+    fn a_per_patch_cell_of_an_architecture_without_thp_is_not_built() {
+        let c = cell(Arch::Um, Flavour::Series, Some("1/2 x".into()));
+        assert!(c.not_applicable.is_some());
+        assert!(cell(Arch::Um, Flavour::ThpOff, None).not_applicable.is_none());
+        assert!(cell(Arch::Arm64, Flavour::Series, None).not_applicable.is_none());
     }
 }

@@ -28,35 +28,20 @@ fn mail_make(layout: &Layout, tree: &Path, bdir: &Path) -> std::process::Command
 pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[String]) -> Result<()> {
     let bdir = m.build_dir.clone();
     fs::create_dir_all(&bdir)?;
-    let mine = bdir.join(".config");
-    // The configuration of the whole series, copied back before every patch's olddefconfig:
-    // olddefconfig drops the symbols a patch does not know yet, and they must come back on
-    // with the patch that adds them.
-    let full = bdir.join("series.config.full");
     let series_frag = fs::read_to_string(layout.configs().join("series.config"))?;
     let n = commits.len();
     let res = (|| -> Result<()> {
         cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", &commits[n - 1]]))?;
         config::configure(layout, tree, &bdir, MACHINE, config::Variant::Default, m.rust(), &[])?;
-        fs::copy(&mine, &full)?;
+        let series_config = config::SeriesConfig::keep(&bdir)?;
         for (i, c) in commits.iter().enumerate() {
             cmd::output(&mut cmd::git(tree, ["checkout", "-q", "--detach", c]))?;
             let subject = cmd::output(&mut cmd::git(tree, ["log", "-1", "--format=%s", c]))?
                 .trim()
                 .to_string();
-            if fs::read(&full)? != fs::read(&mine).unwrap_or_default() {
-                fs::copy(&full, &mine)?;
-            }
-            cmd::output(mail_make(layout, tree, &bdir).arg("olddefconfig"))?;
-            let text = fs::read_to_string(&mine)?;
-            let cfg = config::parse(&text);
-            if cfg.get("CONFIG_RUST").cloned().flatten().as_deref() != Some("y") {
-                bail!(
-                    "CONFIG_RUST is off in {} after patch {}/{n} \"{subject}\"",
-                    mine.display(),
-                    i + 1
-                );
-            }
+            let cfg = series_config
+                .for_patch(mail_make(layout, tree, &bdir).arg("olddefconfig"))
+                .with_context(|| format!("patch {}/{n} \"{subject}\"", i + 1))?;
             let on: Vec<String> = config::parse(&series_frag)
                 .into_keys()
                 .filter(|k| cfg.get(k).cloned().flatten().is_some())
@@ -67,6 +52,7 @@ pub fn build_check(layout: &Layout, m: &super::Mailing, tree: &Path, commits: &[
                 if on.is_empty() { "none".into() } else { on.join(" ") }
             );
             if i + 1 == n && m.rust() {
+                let text = fs::read_to_string(bdir.join(".config"))?;
                 let bad = config::mismatches(&[("configs/series.config".into(), series_frag.clone())], &text);
                 if !bad.is_empty() {
                     bail!(
