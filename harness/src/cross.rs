@@ -211,8 +211,18 @@ fn configure(layout: &Layout, tree: &Path, c: &mut Cell) -> bool {
 /// Build `vmlinux` of `c`, configured, in the tree as it is checked out.
 fn make_vmlinux(layout: &Layout, tree: &Path, c: &mut Cell) {
     let build = build_dir(tree, c.arch, c.flavour);
-    let log = build.join("build.log");
-    let stage = format!("build {} {}", c.arch.name(), c.flavour.name());
+    // "3/10 subject" for a per-patch build: its own log, patch-03.log.
+    let patch = c.patch.as_deref().and_then(|p| p.split(' ').next());
+    let log = build.join(match patch.and_then(|p| p.split('/').next()) {
+        Some(i) => format!("patch-{i:0>2}.log"),
+        None => "build.log".into(),
+    });
+    let stage = format!(
+        "build {} {}{}",
+        c.arch.name(),
+        c.flavour.name(),
+        patch.map(|p| format!(" at patch {p}")).unwrap_or_default()
+    );
     let mut make = build::make(layout, tree, &build);
     make.args(c.arch.make_vars()).arg("vmlinux");
     let started = std::time::Instant::now();
@@ -323,7 +333,7 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<Vec<Cell>> {
     let bad = cells.iter().filter(|c| !c.ok()).count();
     if bad > 0 {
         bail!(
-            "{bad} of {} cross build(s) failed or warned (logs in {}/build-cross-*/build.log)",
+            "{bad} of {} cross build(s) failed or warned (logs in {}/build-cross-*/: build.log, patch-NN.log)",
             cells.len(),
             tree.display()
         );
