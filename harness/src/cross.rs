@@ -208,20 +208,19 @@ fn configure(layout: &Layout, tree: &Path, c: &mut Cell) -> bool {
     }
 }
 
-/// Build `vmlinux` of `c`, configured, in the tree as it is checked out.
-fn make_vmlinux(layout: &Layout, tree: &Path, c: &mut Cell) {
+/// Build `vmlinux` of `c`, configured, in the tree as it is checked out; `at` is the patch
+/// (i of n) of a per-patch build, which gets its own log, `patch-<i>.log`.
+fn make_vmlinux(layout: &Layout, tree: &Path, c: &mut Cell, at: Option<(usize, usize)>) {
     let build = build_dir(tree, c.arch, c.flavour);
-    // "3/10 subject" for a per-patch build: its own log, patch-03.log.
-    let patch = c.patch.as_deref().and_then(|p| p.split(' ').next());
-    let log = build.join(match patch.and_then(|p| p.split('/').next()) {
-        Some(i) => format!("patch-{i:0>2}.log"),
+    let log = build.join(match at {
+        Some((i, _)) => format!("patch-{i:02}.log"),
         None => "build.log".into(),
     });
     let stage = format!(
         "build {} {}{}",
         c.arch.name(),
         c.flavour.name(),
-        patch.map(|p| format!(" at patch {p}")).unwrap_or_default()
+        at.map(|(i, n)| format!(" at patch {i}/{n}")).unwrap_or_default()
     );
     let mut make = build::make(layout, tree, &build);
     make.args(c.arch.make_vars()).arg("vmlinux");
@@ -239,7 +238,7 @@ fn make_vmlinux(layout: &Layout, tree: &Path, c: &mut Cell) {
 fn build_cell(layout: &Layout, tree: &Path, arch: Arch, flavour: Flavour) -> Cell {
     let mut c = cell(arch, flavour, None);
     if c.not_applicable.is_none() && configure(layout, tree, &mut c) {
-        make_vmlinux(layout, tree, &mut c);
+        make_vmlinux(layout, tree, &mut c, None);
     }
     c
 }
@@ -276,7 +275,7 @@ fn each_patch(
         let mut olddefconfig = build::make(layout, tree, &build);
         olddefconfig.args(arch.make_vars()).arg("olddefconfig");
         match kept.for_patch(&mut olddefconfig) {
-            Ok(_) => make_vmlinux(layout, tree, &mut c),
+            Ok(_) => make_vmlinux(layout, tree, &mut c, Some((i + 1, n))),
             Err(e) => c.error = Some(format!("configure: {e:#}")),
         }
         cells.push(c);
@@ -324,7 +323,7 @@ pub fn run(layout: &Layout, o: &Opts) -> Result<Vec<Cell>> {
         if stop(&cells) {
             break;
         }
-        let built = each_patch(layout, &tree, arch, &commits, |c| stop(c));
+        let built = each_patch(layout, &tree, arch, &commits, stop);
         // Back to the branch whatever happened: the next run applies onto it.
         cmd::output(&mut cmd::git(&tree, ["checkout", "-q", "cross"]))?;
         cells.extend(built?);
