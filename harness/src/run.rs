@@ -157,7 +157,16 @@ pub fn plan(run_vmtests: &str, o: &RunOpts, switch: bool) -> Result<GuestPlan> {
         }
         c
     }));
-    let impls = if switch && !o.no_khugepaged {
+    let impls = if o.no_khugepaged {
+        if let Some(i) = o.impls.iter().find(|i| **i != Impl::Rust) {
+            bail!(
+                "--impl {} chooses what the khugepaged cases and the race selftest run under, \
+                 and --no-khugepaged runs neither",
+                i.label()
+            );
+        }
+        Vec::new()
+    } else if switch {
         o.impls.clone()
     } else {
         if let Some(i) = o.impls.iter().find(|i| **i != Impl::Rust) {
@@ -475,6 +484,10 @@ CATEGORY=\"thp\" run_test ./transhuge-stress -d 20
             .unwrap_err()
             .to_string();
         assert!(e.contains("--impl c needs the local C/Rust switch"), "{e}");
+        let e = plan(RUN_VMTESTS, &opts(&["--no-khugepaged", "--impl", "c"]), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--no-khugepaged runs neither"), "{e}");
     }
 
     #[test]
