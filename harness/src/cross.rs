@@ -93,6 +93,8 @@ pub struct Cell {
     pub patch: Option<String>,
     pub took: Duration,
     pub warnings: Vec<String>,
+    /// How many warnings were the base's own ([`Arch::base_warnings`]), not in `warnings`.
+    pub base_warnings: usize,
     /// The first error line, if the build failed.
     pub error: Option<String>,
     /// Why the cell cannot exist (no THP on the architecture): not built, not a pass either.
@@ -126,6 +128,15 @@ pub fn first_error(log: &str) -> Option<String> {
     Some(s)
 }
 
+/// The warnings of a build log of `arch` that fail the cell, and how many others were the
+/// base's own ([`Arch::base_warnings`]: exact texts, without a source location).
+fn warnings(arch: Arch, log: &str) -> (Vec<String>, usize) {
+    let (base, ours): (Vec<String>, Vec<String>) = build::warnings(log)
+        .into_iter()
+        .partition(|w| arch.base_warnings().contains(&w.as_str()));
+    (ours, base.len())
+}
+
 /// Render the matrix as the table the README and the closing notes show.
 pub fn render(cells: &[Cell]) -> String {
     let mut s = String::new();
@@ -133,6 +144,7 @@ pub fn render(cells: &[Cell]) -> String {
         let what = match (&c.error, c.warnings.len()) {
             _ if c.not_applicable.is_some() => "n/a".to_string(),
             (Some(_), _) => "FAILED".to_string(),
+            (None, 0) if c.base_warnings > 0 => format!("built ({} of the base's)", c.base_warnings),
             (None, 0) => "built".to_string(),
             (None, n) => format!("built, {n} warning(s)"),
         };
@@ -182,6 +194,7 @@ fn cell(arch: Arch, flavour: Flavour, patch: Option<String>) -> Cell {
         patch,
         took: Duration::ZERO,
         warnings: Vec::new(),
+        base_warnings: 0,
         error: None,
         not_applicable: (!arch.has_thp() && flavour != Flavour::ThpOff)
             .then_some("the architecture has no THP: only thp-off applies"),
@@ -229,7 +242,7 @@ fn make_vmlinux(layout: &Layout, tree: &Path, c: &mut Cell, at: Option<(usize, u
     c.took = started.elapsed();
     let text = fs::read_to_string(&log).unwrap_or_default();
     match res {
-        Ok(_) => c.warnings = build::warnings(&text),
+        Ok(_) => (c.warnings, c.base_warnings) = warnings(c.arch, &text),
         Err(e) => c.error = Some(first_error(&text).unwrap_or_else(|| format!("{e:#}"))),
     }
 }
@@ -389,6 +402,7 @@ mod tests {
                 patch: None,
                 took: Duration::from_secs(300),
                 warnings: vec![],
+                base_warnings: 0,
                 error: Some("error[E0425]: x".into()),
                 not_applicable: None,
             },
@@ -398,6 +412,7 @@ mod tests {
                 patch: Some("rust: mm: add abstractions".into()),
                 took: Duration::from_secs(200),
                 warnings: vec![],
+                base_warnings: 0,
                 error: None,
                 not_applicable: None,
             },
@@ -408,6 +423,34 @@ mod tests {
         assert!(t.contains("x86_64    thp-off    built"), "{t}");
         assert!(t.contains("[rust: mm: add abstractions]"), "{t}");
         assert!(!cells[0].ok() && cells[1].ok());
+    }
+
+    /// What 7.3.4's arch/s390/Makefile makes rustc print (from a series-off build's log), and
+    /// a warning with a location, which fails the cell on s390 too.
+    #[test]
+    fn the_bases_own_rustc_warnings_are_counted_apart_and_only_on_their_architecture() {
+        let base = "  RUSTC L rust/core.o\n\
+                    warning: unstable feature specified for `-Ctarget-feature`: `backchain`\n  |\n\
+                    \x20 = note: this feature is not stably supported; its behavior can change in the future\n\n\
+                    warning: 1 warning emitted\n";
+        let ours = "warning: unused variable: `pte`\n   --> mm/khugepaged_rs.rs:10:9\n";
+        let log = format!("{base}{base}{ours}");
+        let (w, n) = warnings(Arch::S390, &log);
+        assert_eq!(n, 2);
+        assert_eq!(w, ["mm/khugepaged_rs.rs:10:9: unused variable: `pte`"]);
+        let (w, n) = warnings(Arch::X86_64, &log);
+        assert_eq!((w.len(), n), (3, 0));
+        let t = render(&[Cell {
+            arch: Arch::S390,
+            flavour: Flavour::SeriesOff,
+            patch: None,
+            took: Duration::from_secs(90),
+            warnings: vec![],
+            base_warnings: 23,
+            error: None,
+            not_applicable: None,
+        }]);
+        assert!(t.contains("s390      series-off built (23 of the base's)"), "{t}");
     }
 
     #[test]
