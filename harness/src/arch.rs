@@ -71,6 +71,13 @@ impl Arch {
         match self {
             // arch/s390/Makefile: KBUILD_RUSTFLAGS += ... -Ctarget-feature=+backchain
             Arch::S390 => &["?: unstable feature specified for `-Ctarget-feature`: `backchain`"],
+            // arch/powerpc/Makefile: KBUILD_RUSTFLAGS += -Ctarget-feature=-mma,-vsx,-hard-float,-altivec
+            Arch::Powerpc => &[
+                "?: unknown and unstable feature specified for `-Ctarget-feature`: `mma`",
+                "?: unstable feature specified for `-Ctarget-feature`: `vsx`",
+                "?: unknown and unstable feature specified for `-Ctarget-feature`: `hard-float`",
+                "?: unstable feature specified for `-Ctarget-feature`: `altivec`",
+            ],
             _ => &[],
         }
     }
