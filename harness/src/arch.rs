@@ -86,7 +86,10 @@ impl Arch {
     pub fn make_vars(self) -> Vec<String> {
         let mut v = vec![format!("ARCH={}", self.name())];
         if self == Arch::Um {
-            v.push("SUBARCH=x86_64".into());
+            // The top Makefile's own name for the host's x86-64 (`uname -m` with x86_64 made
+            // x86); scripts/Makefile.clang knows no `--target` for SUBARCH=x86_64 and stops.
+            // arch/x86/um/Kconfig then makes 64BIT the choice (configs/cross/arch-um.config).
+            v.push("SUBARCH=x86".into());
         }
         v
     }

@@ -50,7 +50,7 @@ enum Command {
     /// the guest runs under each lock configuration.
     Test {
         /// Guest runs, `ARCH:CONFIG` each (x86_64 or arm64; default, shared-ptl or kasan).
-        #[arg(long = "guest", default_values = ["x86_64:default", "x86_64:shared-ptl"])]
+        #[arg(long = "guest", default_values = ["x86_64:default", "x86_64:shared-ptl", "arm64:default"])]
         guests: Vec<GuestSpec>,
         #[arg(long, value_enum, default_value = "auto")]
         accel: guest::Accel,
@@ -124,4 +124,25 @@ fn export(layout: &Layout) -> Result<()> {
         layout.patches().display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.ci/run` is `cargo harness test` without arguments: its guests are these defaults.
+    #[test]
+    fn the_suite_boots_both_x86_64_configurations_and_arm64_by_default() {
+        let Ok(Cli {
+            command: Command::Test { guests, .. },
+        }) = Cli::try_parse_from(["harness", "test"])
+        else {
+            panic!("`harness test` does not parse as the suite");
+        };
+        let names: Vec<String> = guests
+            .iter()
+            .map(|g| format!("{}:{}", g.arch.name(), g.variant.name()))
+            .collect();
+        assert_eq!(names, ["x86_64:default", "x86_64:shared-ptl", "arm64:default"]);
+    }
 }
