@@ -451,6 +451,18 @@ mod tests {
             not_applicable: None,
         }]);
         assert!(t.contains("s390      series-off built (23 of the base's)"), "{t}");
+        // um's is clang's, on the base's asm-generic/io.h, with its location.
+        let io = "In file included from ../kernel/sched/rq-offsets.c:5:\n\
+                  ../include/asm-generic/io.h:1209:55: warning: performing pointer arithmetic on \
+                  a null pointer has undefined behavior [-Wnull-pointer-arithmetic]\n \
+                  1209 |         return (port > MMIO_UPPER_LIMIT) ? NULL : PCI_IOBASE + port;\n";
+        let elsewhere = "../mm/memory.c:10:55: warning: performing pointer arithmetic on a null \
+                         pointer has undefined behavior [-Wnull-pointer-arithmetic]\n";
+        let (w, n) = warnings(Arch::Um, &format!("{io}{io}{elsewhere}"));
+        assert_eq!(n, 2);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("../mm/memory.c:10:55"), "{w:?}");
+        assert_eq!(warnings(Arch::X86_64, io).1, 0);
     }
 
     #[test]
