@@ -70,7 +70,8 @@ impl Arch {
     /// `include/asm-generic/io.h` in every file that includes it (um keeps
     /// `HAS_IOPORT_MAP` with a NULL `PCI_IOBASE`); [`Arch::make_vars`] makes that one
     /// warning not an error; bindgen's clang prints it too, and clang-22 warns that the
-    /// link of um's `stub_exe` does not use `-mno-3dnow`. None is the series': each comes
+    /// link of um's `stub_exe` does not use `-mno-3dnow`, and the host's ld that its
+    /// `vmlinux` has an RWX segment. None is the series': each comes
     /// from a file or a flag of the base that the series does not touch, and on s390 and
     /// powerpc a series-off build prints them alike.
     pub fn base_warnings(self) -> &'static [&'static str] {
@@ -94,6 +95,9 @@ impl Arch {
                 // KBUILD_CFLAGS, whose -mno-3dnow a link does not use.
                 "clang-22: warning: argument unused during compilation: '-mno-3dnow' \
                  [-Wunused-command-line-argument]",
+                // scripts/link-vmlinux.sh links um's vmlinux with $(CC), so with the host's
+                // ld, and um's linker script has a writable and executable segment.
+                "/usr/bin/ld: warning: vmlinux.unstripped has a LOAD segment with RWX permissions",
             ],
             _ => &[],
         }
