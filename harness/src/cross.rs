@@ -150,7 +150,7 @@ pub fn render(cells: &[Cell]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<9} {:<10} {:<22} {:>5}s  {}{}",
+            "{:<9} {:<10} {:<25} {:>5}s  {}{}",
             c.arch.name(),
             c.flavour.name(),
             what,
