@@ -129,7 +129,7 @@ pub fn first_error(log: &str) -> Option<String> {
 }
 
 /// The warnings of a build log of `arch` that fail the cell, and how many others were the
-/// base's own ([`Arch::base_warnings`]: exact texts, without a source location).
+/// base's own ([`Arch::base_warnings`]: exact texts).
 fn warnings(arch: Arch, log: &str) -> (Vec<String>, usize) {
     let (base, ours): (Vec<String>, Vec<String>) = build::warnings(log)
         .into_iter()
