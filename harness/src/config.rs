@@ -41,6 +41,7 @@ impl Variant {
         let mut v = vec![
             "guest.config",
             "mm.config",
+            "kunit.config",
             "rust.config",
             "debug.config",
             "series.config",
@@ -102,9 +103,14 @@ pub fn mismatches(fragments: &[(String, String)], config: &str) -> Vec<String> {
 /// The fragments of `machine`'s test kernel for `variant`: the common ones, the tree's
 /// selftests config, then the machine's own (`guest-<arch>.config`, which may say that a
 /// symbol the selftests config asks for does not exist there), then `series.config` and the
-/// variant's. Without the series (the negative control) `series.config` is left out: its
-/// symbols do not exist there. With an `llvm` that can inline the C helpers into Rust,
-/// `inline-helpers.config` follows `rust.config`.
+/// variant's. With an `llvm` that can inline the C helpers into Rust, `inline-helpers.config`
+/// follows `rust.config`. Without the series (the negative control) `series.config` is left
+/// out, its symbols do not exist there, and so are `rust.config` and `inline-helpers.config`:
+/// that kernel is the base's C with the 2023 window re-opened and runs only the race
+/// selftest, so Rust would only add its crates' compile time (rustc's output is not cached,
+/// and the crates and doctests took about 150 s of every such build). `kunit.config` stays:
+/// without it `task_struct` changes, and no C file would hit what the series' kernel left in
+/// ccache.
 pub fn fragment_paths(
     layout: &Layout,
     tree: &Path,
@@ -115,7 +121,10 @@ pub fn fragment_paths(
 ) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for f in variant.fragments() {
-        if f == "debug.config" && llvm.inlines_helpers() {
+        if f == "rust.config" && !with_series {
+            continue;
+        }
+        if f == "debug.config" && llvm.inlines_helpers() && with_series {
             v.push(layout.configs().join(INLINE_HELPERS));
         }
         if f == "series.config" {
@@ -252,7 +261,7 @@ impl SeriesConfig {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_control_kernel_gets_no_series_options() {
+    fn the_control_kernel_gets_neither_the_series_options_nor_rust() {
         let layout = crate::layout::Layout {
             repo: "/r".into(),
             cache: "/c".into(),
@@ -277,6 +286,7 @@ mod tests {
             [
                 "/r/configs/guest.config",
                 "/r/configs/mm.config",
+                "/r/configs/kunit.config",
                 "/r/configs/rust.config",
                 "/r/configs/inline-helpers.config",
                 "/r/configs/debug.config",
@@ -286,8 +296,11 @@ mod tests {
                 "/r/configs/shared-ptl.config"
             ]
         );
-        assert!(!names(false).iter().any(|n| n.ends_with("series.config")));
-        assert_eq!(names(false).len(), 8);
+        let control = names(false);
+        for f in ["series.config", "rust.config", "inline-helpers.config"] {
+            assert!(!control.iter().any(|n| n.ends_with(f)), "{f} in {control:?}");
+        }
+        assert_eq!(control.len(), 7);
         let fallback = super::fragment_paths(
             &layout,
             tree,
@@ -297,7 +310,7 @@ mod tests {
             true,
         );
         assert!(!fallback.iter().any(|p| p.ends_with(super::INLINE_HELPERS)));
-        assert_eq!(fallback.len(), 7);
+        assert_eq!(fallback.len(), 8);
     }
 
     use super::*;
