@@ -23,6 +23,30 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 /// Run and capture stdout; fail with stderr if the command fails.
+/// Make the child `cmd` starts die (SIGKILL) when the thread that starts it dies: a QEMU
+/// guest must not outlive a harness that was killed (a SIGTERM, a CI job's timeout) and go on
+/// using the CPUs and the run's files. Linux's `PR_SET_PDEATHSIG` is per thread, so start such
+/// a child from a thread that outlives it (the harness waits for its guests where it starts
+/// them).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: The closure runs in the child between fork and exec, and calls only prctl(2) and
+    // getppid(2), which are async-signal-safe, allocate nothing and touch no shared state.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nothing will send the signal.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other("the harness died while starting the child"));
+            }
+            Ok(())
+        })
+    }
+}
+
 pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
@@ -232,6 +256,27 @@ pub fn logged(stage: &str, cmd: &mut Command, log: &Path, timeout: Option<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_started_by_die_with_parent_dies_with_its_thread() {
+        use std::os::unix::process::ExitStatusExt;
+        let child = std::thread::spawn(|| die_with_parent(Command::new("sleep").arg("30")).spawn().unwrap())
+            .join()
+            .unwrap();
+        let mut child = child;
+        let start = Instant::now();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        // Without it the child lives on.
+        let mut plain = std::thread::spawn(|| Command::new("sleep").arg("30").spawn().unwrap())
+            .join()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(plain.try_wait().unwrap().is_none());
+        plain.kill().unwrap();
+        plain.wait().unwrap();
+    }
 
     #[test]
     fn last_line_is_the_last_non_empty_one() {

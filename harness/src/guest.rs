@@ -187,6 +187,7 @@ pub struct BootOutcome {
 pub fn qemu(b: &Boot, accel: Accel) -> Command {
     let m = b.machine;
     let mut c = Command::new(m.qemu);
+    cmd::die_with_parent(&mut c);
     c.args(m.machine_args);
     match accel {
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
