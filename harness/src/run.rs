@@ -5,6 +5,7 @@
 //! the first two with judges of their own.
 
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -343,13 +344,40 @@ pub fn kunit_results(tree: &Path, logs: &Logs) -> Result<Vec<verdict::SuiteResul
     Ok(verdict::kunit_suites(&value))
 }
 
-/// The verdict of a run of `plan` on the kernel of `tree`.
-pub fn judge(tree: &Path, plan: &GuestPlan, logs: &Logs) -> verdict::Verdict {
+/// The KUnit suites a kernel built with `config` must report: the Rust doctests and the
+/// page-table test, where their options are on (a kernel whose KUnit never ran, or stopped
+/// before them, must not pass on its selftests alone).
+pub fn required_kunit_suites(config: &BTreeMap<String, crate::config::Want>) -> Vec<&'static str> {
+    let on = |k: &str| config.get(k).and_then(|v| v.as_deref()) == Some("y");
+    let mut v = Vec::new();
+    if on("CONFIG_KUNIT") && on("CONFIG_RUST_KERNEL_DOCTESTS") {
+        v.push("rust_doctests_kernel");
+    }
+    if on("CONFIG_KUNIT") && on("CONFIG_RUST_PGTABLE_KUNIT_TEST") {
+        v.push("rust_mm_pgtable");
+    }
+    v
+}
+
+/// The verdict of a run of `plan` on the kernel `built`.
+pub fn judge(built: &Built, plan: &GuestPlan, logs: &Logs) -> verdict::Verdict {
     let expected: Vec<String> = plan.cases.iter().map(|c| c.name.clone()).collect();
-    let (kunit, problem) = match kunit_results(tree, logs) {
+    let (kunit, mut problem) = match kunit_results(&built.tree, logs) {
         Ok(k) => (k, None),
         Err(e) => (Vec::new(), Some(format!("KUnit results: {e:#}"))),
     };
+    if problem.is_none() {
+        let missing: Vec<&str> = required_kunit_suites(&built.config)
+            .into_iter()
+            .filter(|r| !kunit.iter().any(|s| s.name == *r))
+            .collect();
+        if !missing.is_empty() {
+            problem = Some(format!(
+                "KUnit suite(s) the kernel's configuration has did not report: {}",
+                missing.join(", ")
+            ));
+        }
+    }
     let mut v = verdict::judge(
         &logs.tests,
         &logs.console,
@@ -411,7 +439,7 @@ pub fn finish(layout: &Layout, o: &RunOpts, ready: Ready) -> Result<(verdict::Ve
         mut stages,
     } = ready;
     let logs = boot(layout, &built, &plan, &bins, o, &mut stages)?;
-    let v = judge(&built.tree, &plan, &logs);
+    let v = judge(&built, &plan, &logs);
     let text = verdict::render(&v);
     let mut judged = serde_json::to_value(&v)?;
     judged["impls"] = serde_json::to_value(&plan.impls)?;
@@ -430,6 +458,22 @@ pub fn read_run_vmtests(tree: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rust_kunit_suites_are_required_where_the_configuration_has_them() {
+        let series = crate::config::parse(
+            "CONFIG_KUNIT=y\nCONFIG_RUST=y\nCONFIG_RUST_KERNEL_DOCTESTS=y\nCONFIG_RUST_PGTABLE_KUNIT_TEST=y\n",
+        );
+        assert_eq!(
+            required_kunit_suites(&series),
+            ["rust_doctests_kernel", "rust_mm_pgtable"]
+        );
+        // The negative control: KUnit without Rust.
+        let control = crate::config::parse("CONFIG_KUNIT=y\n# CONFIG_RUST is not set\n");
+        assert!(required_kunit_suites(&control).is_empty());
+        let no_kunit = crate::config::parse("CONFIG_RUST_KERNEL_DOCTESTS=y\n");
+        assert!(required_kunit_suites(&no_kunit).is_empty());
+    }
 
     const RUN_VMTESTS: &str = "\
 CATEGORY=\"thp\" run_test ./khugepaged
