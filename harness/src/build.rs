@@ -64,7 +64,7 @@ fn check_helpers_inlined(build: &Path) -> Result<()> {
     let config = fs_err::read_to_string(build.join(".config"))
         .with_context(|| format!("reading {}/.config", build.display()))?;
     let config = crate::config::parse(&config);
-    let on = |sym: &str| config.get(sym).is_some_and(|v| v.as_deref() == Some("y"));
+    let on = |sym: &str| crate::config::has(&config, sym);
     if !on("CONFIG_KHUGEPAGED_RUST") || !on("CONFIG_RUST_INLINE_HELPERS") {
         return Ok(());
     }

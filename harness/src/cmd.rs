@@ -22,7 +22,6 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Run and capture stdout; fail with stderr if the command fails.
 /// Make the child `cmd` starts die (SIGKILL) when the thread that starts it dies: a QEMU
 /// guest must not outlive a harness that was killed (a SIGTERM, a CI job's timeout) and go on
 /// using the CPUs and the run's files. Linux's `PR_SET_PDEATHSIG` is per thread, so start such
@@ -31,8 +30,10 @@ pub fn describe(cmd: &Command) -> String {
 pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
-    // SAFETY: The closure runs in the child between fork and exec, and calls only prctl(2) and
-    // getppid(2), which are async-signal-safe, allocate nothing and touch no shared state.
+    // SAFETY: The closure runs in the child between fork and exec. It calls only prctl(2) and
+    // getppid(2), which are async-signal-safe, and builds its errors from an errno value
+    // (`last_os_error`, `from_raw_os_error`: no allocation), so it takes no lock and touches no
+    // state that another thread of the parent may have held at the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -40,13 +41,14 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
             }
             // The parent may have died before the prctl: then nothing will send the signal.
             if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(std::io::Error::other("the harness died while starting the child"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         })
     }
 }
 
+/// Run and capture stdout; fail with stderr if the command fails.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
@@ -260,10 +262,9 @@ mod tests {
     #[test]
     fn a_child_started_by_die_with_parent_dies_with_its_thread() {
         use std::os::unix::process::ExitStatusExt;
-        let child = std::thread::spawn(|| die_with_parent(Command::new("sleep").arg("30")).spawn().unwrap())
+        let mut child = std::thread::spawn(|| die_with_parent(Command::new("sleep").arg("30")).spawn().unwrap())
             .join()
             .unwrap();
-        let mut child = child;
         let start = Instant::now();
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");

@@ -59,6 +59,11 @@ impl Variant {
 /// "is not set" / `=n`.
 pub type Want = Option<String>;
 
+/// Whether `config` (a parsed `.config`) has `symbol=y`.
+pub fn has(config: &BTreeMap<String, Want>, symbol: &str) -> bool {
+    config.get(symbol).is_some_and(|v| v.as_deref() == Some("y"))
+}
+
 /// Parse a kconfig fragment or `.config`.
 pub fn parse(text: &str) -> BTreeMap<String, Want> {
     let mut m = BTreeMap::new();
@@ -121,20 +126,17 @@ pub fn fragment_paths(
 ) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for f in variant.fragments() {
-        if f == "rust.config" && !with_series {
-            continue;
-        }
-        if f == "debug.config" && llvm.inlines_helpers() && with_series {
-            v.push(layout.configs().join(INLINE_HELPERS));
-        }
         if f == "series.config" {
             v.push(tree.join("tools/testing/selftests/mm/config"));
             v.push(layout.configs().join(machine.guest_fragment));
-            if !with_series {
-                continue;
-            }
+        }
+        if !with_series && matches!(f, "rust.config" | "series.config") {
+            continue;
         }
         v.push(layout.configs().join(f));
+        if f == "rust.config" && llvm.inlines_helpers() {
+            v.push(layout.configs().join(INLINE_HELPERS));
+        }
     }
     v
 }

@@ -109,7 +109,7 @@ pub struct Built {
 impl Built {
     /// Whether `.config` has `symbol=y`.
     pub fn has(&self, symbol: &str) -> bool {
-        self.config.get(symbol).is_some_and(|v| v.as_deref() == Some("y"))
+        config::has(&self.config, symbol)
     }
 }
 

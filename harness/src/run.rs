@@ -344,19 +344,22 @@ pub fn kunit_results(tree: &Path, logs: &Logs) -> Result<Vec<verdict::SuiteResul
     Ok(verdict::kunit_suites(&value))
 }
 
-/// The KUnit suites a kernel built with `config` must report: the Rust doctests and the
-/// page-table test, where their options are on (a kernel whose KUnit never ran, or stopped
-/// before them, must not pass on its selftests alone).
+/// The KUnit suites of the Rust tests, by the option that builds each: a kernel with the option
+/// must report the suite (one whose KUnit never ran, or stopped before it, must not pass on its
+/// selftests alone).
+const RUST_KUNIT_SUITES: &[(&str, &str)] = &[
+    ("CONFIG_RUST_KERNEL_DOCTESTS", "rust_doctests_kernel"),
+    ("CONFIG_RUST_PGTABLE_KUNIT_TEST", "rust_mm_pgtable"),
+];
+
+/// The suites of [`RUST_KUNIT_SUITES`] that a kernel built with `config` must report.
 pub fn required_kunit_suites(config: &BTreeMap<String, crate::config::Want>) -> Vec<&'static str> {
-    let on = |k: &str| config.get(k).and_then(|v| v.as_deref()) == Some("y");
-    let mut v = Vec::new();
-    if on("CONFIG_KUNIT") && on("CONFIG_RUST_KERNEL_DOCTESTS") {
-        v.push("rust_doctests_kernel");
-    }
-    if on("CONFIG_KUNIT") && on("CONFIG_RUST_PGTABLE_KUNIT_TEST") {
-        v.push("rust_mm_pgtable");
-    }
-    v
+    let has = |s| crate::config::has(config, s);
+    RUST_KUNIT_SUITES
+        .iter()
+        .filter(|(option, _)| has("CONFIG_KUNIT") && has(option))
+        .map(|&(_, suite)| suite)
+        .collect()
 }
 
 /// The verdict of a run of `plan` on the kernel `built`.
