@@ -11,6 +11,7 @@ use std::process::Command;
 
 use crate::arch::Machine;
 use crate::cmd;
+use crate::config_stamp;
 use crate::layout::Layout;
 use crate::toolchain;
 
@@ -167,16 +168,30 @@ pub fn configure_fragments(
     frags: &[PathBuf],
 ) -> Result<()> {
     fs::create_dir_all(build)?;
+    let make_args: Vec<String> = toolchain::make_vars(layout)
+        .into_iter()
+        .chain(make_vars.iter().cloned())
+        .collect();
     let make = |target: &str| {
         let mut c = Command::new("make");
         c.arg("-C")
             .arg(tree)
             .arg(format!("O={}", build.display()))
-            .args(toolchain::make_vars(layout))
-            .args(make_vars)
+            .args(&make_args)
             .arg(target);
         c
     };
+    let inputs = config_stamp::inputs_digest(&config_stamp::Inputs {
+        tree,
+        make_args: &make_args,
+        fragments: frags,
+        tools: &toolchain::binaries(layout),
+    })?;
+    if config_stamp::is_current(build, inputs) {
+        eprintln!("  configure: skipped (inputs and .config as at the last configure)");
+        return Ok(());
+    }
+    config_stamp::clear(build)?;
     let dot_config = build.join(".config");
     let old = fs::read_to_string(&dot_config).unwrap_or_default();
     let old_mtime = fs::metadata(&dot_config).and_then(|m| m.modified()).ok();
@@ -220,6 +235,7 @@ pub fn configure_fragments(
         }
         eprintln!("  configure: .config unchanged");
     }
+    config_stamp::record(build, inputs)?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod build;
 pub mod cmd;
 pub mod config;
+pub mod config_stamp;
 pub mod control;
 pub mod cross;
 pub mod failure;

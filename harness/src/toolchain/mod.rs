@@ -60,6 +60,15 @@ pub fn make_vars(layout: &Layout) -> Vec<String> {
     v
 }
 
+/// The toolchain's programs and libraries that `make_vars` selects, for the configure stamp
+/// ([`crate::config_stamp`]): when one of them changes, Kconfig's probes may answer otherwise.
+pub fn binaries(layout: &Layout) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = llvm().tools().into_iter().map(|(path, _)| path.into()).collect();
+    v.extend(["/usr/bin/rustc", "/usr/bin/rustdoc"].map(PathBuf::from));
+    v.push(layout.bindgen());
+    v
+}
+
 struct Tool {
     name: &'static str,
     path: &'static str,
