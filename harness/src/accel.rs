@@ -126,6 +126,7 @@ pub fn run_probe(
         .map_err(setup)?;
     let initramfs = probe_initramfs(dir, busybox).map_err(setup)?;
     let boot = Boot {
+        name: "guest",
         machine,
         kernel,
         initramfs: &initramfs,

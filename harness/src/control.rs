@@ -74,6 +74,7 @@ pub fn run_opts(o: &Opts) -> RunOpts {
         race_only: true,
         race_args: o.race_args.clone(),
         race_prefix: format!("echo {} > {DELAY_KNOB}", o.delay_us),
+        guests: 1,
         impls: Vec::new(),
         append: String::new(),
         setup: None,

@@ -161,6 +161,8 @@ pub enum Accel {
 }
 
 pub struct Boot<'a> {
+    /// The stage's name in the progress output (`guest`; `guest2` for one of several).
+    pub name: &'a str,
     pub machine: &'a Machine,
     pub kernel: &'a Path,
     pub initramfs: &'a Path,
@@ -258,7 +260,7 @@ pub fn run(b: &Boot, accel: Accel) -> Result<BootOutcome> {
     let mut child = c
         .spawn()
         .with_context(|| format!("cannot start `{}`", cmd::describe(&c)))?;
-    let pb = cmd::stage_bar("guest");
+    let pb = cmd::stage_bar(b.name);
     let (timed_out, status) = loop {
         if let Some(st) = child.wait_timeout(Duration::from_millis(500))? {
             break (false, Some(st));
@@ -300,6 +302,7 @@ mod tests {
     fn qemu_line(machine: &Machine, accel: Accel) -> String {
         let disks = [PathBuf::from("/r/swap.img"), PathBuf::from("/r/file.img")];
         let b = Boot {
+            name: "guest",
             machine,
             kernel: Path::new("/b/Image"),
             initramfs: Path::new("/r/initramfs.cpio.gz"),

@@ -74,6 +74,10 @@ pub struct RunOpts {
     /// Shell command run before each race selftest (e.g. to set a debugfs knob).
     #[arg(long, default_value = "")]
     pub race_prefix: String,
+    /// Guests to boot side by side (2 vCPUs and 2 GiB each), the tests dealt among them in
+    /// turn; each guest runs its tests under every `--impl`. For a host with cores to spare.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub guests: u32,
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     pub append: String,
@@ -101,6 +105,7 @@ impl RunOpts {
             race_args: String::new(),
             race_only: false,
             race_prefix: String::new(),
+            guests: 1,
             append: String::new(),
             setup: None,
             command: Vec::new(),
@@ -111,12 +116,48 @@ impl RunOpts {
 /// What the guest runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestPlan {
-    /// In order; with implementations, one block each (ab::blocks).
-    pub cases: Vec<guest::Case>,
+    /// The tests, in order, each run once per implementation ([`GuestPlan::cases`]).
+    pub tests: Vec<guest::Case>,
+    /// The command of `-- CMD`, run once after the tests.
+    pub command: Option<guest::Case>,
     /// The selftest programs to build and pack.
     pub programs: Vec<String>,
     /// The implementations the blocks run under (empty: the kernel's own).
     pub impls: Vec<Impl>,
+}
+
+impl GuestPlan {
+    /// What the guest runs, in order: the tests, with implementations one block each with the
+    /// switch's counters read around it ([`ab::blocks`]), then the command.
+    pub fn cases(&self) -> Vec<guest::Case> {
+        let mut cases = if self.impls.is_empty() {
+            self.tests.clone()
+        } else {
+            ab::blocks(&self.tests, &self.impls)
+        };
+        cases.extend(self.command.clone());
+        cases
+    }
+
+    /// The plan dealt over `n` guests: the tests in turn (the plan's order puts the two long
+    /// anon invocations, `khugepaged` and `khugepaged -s 2`, on different guests), each guest
+    /// running its tests under every implementation; the command runs in the first guest.
+    pub fn split(&self, n: usize) -> Result<Vec<GuestPlan>> {
+        if n > 1 && n > self.tests.len() {
+            bail!(
+                "--guests {n}, but there are only {} test(s) to deal among them",
+                self.tests.len()
+            );
+        }
+        Ok((0..n.max(1))
+            .map(|k| GuestPlan {
+                tests: self.tests.iter().skip(k).step_by(n.max(1)).cloned().collect(),
+                command: self.command.clone().filter(|_| k == 0),
+                programs: self.programs.clone(),
+                impls: self.impls.clone(),
+            })
+            .collect())
+    }
 }
 
 /// The plan for `o` from the tree's run_vmtests.sh; `switch` says whether the kernel has the
@@ -179,17 +220,19 @@ pub fn plan(run_vmtests: &str, o: &RunOpts, switch: bool) -> Result<GuestPlan> {
         }
         Vec::new()
     };
-    if !impls.is_empty() {
-        cases = ab::blocks(&cases, &impls);
-    }
-    if !o.command.is_empty() {
+    let command = (!o.command.is_empty()).then(|| {
         let c = guest::command_line(&o.command);
-        cases.push(guest::Case {
+        guest::Case {
             name: c.clone(),
             command: c,
-        });
-    }
-    Ok(GuestPlan { cases, programs, impls })
+        }
+    });
+    Ok(GuestPlan {
+        tests: cases,
+        command,
+        programs,
+        impls,
+    })
 }
 
 /// What a boot left behind.
@@ -248,6 +291,24 @@ pub fn boot(
     o: &RunOpts,
     stages: &mut Stages,
 ) -> Result<Logs> {
+    boot_guest(layout, built, plan, bins, o, stages, None)
+}
+
+/// [`boot`]; `guest` says which of several guests this is (1-based): its run directory's
+/// name ends in `-guestN`, and its progress lines say `guestN`.
+fn boot_guest(
+    layout: &Layout,
+    built: &Built,
+    plan: &GuestPlan,
+    bins: &Path,
+    o: &RunOpts,
+    stages: &mut Stages,
+    guest: Option<usize>,
+) -> Result<Logs> {
+    let (name, suffix) = match guest {
+        Some(k) => (format!("guest{k}"), format!("-guest{k}")),
+        None => ("guest".to_string(), String::new()),
+    };
     let machine = built.machine;
     let programs: Vec<&str> = plan.programs.iter().map(String::as_str).collect();
     let stamp = std::time::SystemTime::now()
@@ -259,7 +320,7 @@ pub fn boot(
         ""
     };
     let dir = layout.runs().join(format!(
-        "{stamp}-{broken}{}",
+        "{stamp}-{broken}{}{suffix}",
         machine.build_name(&built.opts.config_name())
     ));
     fs_err::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -277,7 +338,7 @@ pub fn boot(
             busybox: &busybox,
             init: &init,
             files,
-            cases: &plan.cases,
+            cases: &plan.cases(),
             setup: o.setup.clone(),
         },
         &dir,
@@ -285,6 +346,7 @@ pub fn boot(
     let disks = guest::disks(&dir)?;
     let append = format!("page_table_check=on {}", o.append);
     let boot = guest::Boot {
+        name: &name,
         machine,
         kernel: &built.image,
         initramfs: &initramfs,
@@ -364,7 +426,7 @@ pub fn required_kunit_suites(config: &BTreeMap<String, crate::config::Want>) -> 
 
 /// The verdict of a run of `plan` on the kernel `built`.
 pub fn judge(built: &Built, plan: &GuestPlan, logs: &Logs) -> verdict::Verdict {
-    let expected: Vec<String> = plan.cases.iter().map(|c| c.name.clone()).collect();
+    let expected: Vec<String> = plan.cases().iter().map(|c| c.name.clone()).collect();
     let (kunit, mut problem) = match kunit_results(&built.tree, logs) {
         Ok(k) => (k, None),
         Err(e) => (Vec::new(), Some(format!("KUnit results: {e:#}"))),
@@ -427,29 +489,77 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs_err::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// `cargo harness run`: [`prepare`], then [`finish`]. Returns the verdict and the logs.
-pub fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, Logs)> {
+/// `cargo harness run`: [`prepare`], then [`finish`]. Returns the verdict and the logs (one
+/// per guest).
+pub fn run(layout: &Layout, o: &RunOpts) -> Result<(verdict::Verdict, Vec<Logs>)> {
     let ready = prepare(layout, o)?;
     finish(layout, o, ready)
 }
 
-/// The rest of a run, on a [`Ready`] kernel: boot, judge, record, print the verdict.
-pub fn finish(layout: &Layout, o: &RunOpts, ready: Ready) -> Result<(verdict::Verdict, Logs)> {
+/// The rest of a run, on a [`Ready`] kernel: boot (`--guests` side by side), judge, record,
+/// print the verdict (with several guests, one verdict of them all: [`verdict::merge`]).
+pub fn finish(layout: &Layout, o: &RunOpts, ready: Ready) -> Result<(verdict::Verdict, Vec<Logs>)> {
     let Ready {
         built,
         plan,
         bins,
-        mut stages,
+        stages,
     } = ready;
-    let logs = boot(layout, &built, &plan, &bins, o, &mut stages)?;
-    let v = judge(&built, &plan, &logs);
-    let text = verdict::render(&v);
-    let mut judged = serde_json::to_value(&v)?;
-    judged["impls"] = serde_json::to_value(&plan.impls)?;
-    let result = record(&built, &logs, &stages, ("verdict.txt", &text), judged, v.ok())?;
-    println!("{text}");
-    eprintln!("console: {}\nresult: {}", logs.console_path.display(), result.display());
-    Ok((v, logs))
+    let plans = plan.split(o.guests as usize).context(Failure::Setup)?;
+    let several = plans.len() > 1;
+    let booted: Vec<Result<(GuestPlan, Logs, Stages)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = plans
+            .into_iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let (built, bins, mut stages) = (&built, &bins, stages.clone());
+                let guest = several.then_some(k + 1);
+                s.spawn(move || {
+                    let logs = boot_guest(layout, built, &p, bins, o, &mut stages, guest)?;
+                    Ok((p, logs, stages))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a guest's thread panicked")))
+            })
+            .collect()
+    });
+    let mut verdicts = Vec::new();
+    let mut all_logs = Vec::new();
+    for (k, b) in booted.into_iter().enumerate() {
+        let (p, logs, stages) = b?;
+        let v = judge(&built, &p, &logs);
+        let mut judged = serde_json::to_value(&v)?;
+        judged["impls"] = serde_json::to_value(&p.impls)?;
+        record(
+            &built,
+            &logs,
+            &stages,
+            ("verdict.txt", &verdict::render(&v)),
+            judged,
+            v.ok(),
+        )?;
+        verdicts.push((format!("guest{}", k + 1), v));
+        all_logs.push(logs);
+    }
+    let v = if several {
+        verdict::merge(verdicts)
+    } else {
+        verdicts.pop().map(|(_, v)| v).context("no guest was booted")?
+    };
+    println!("{}", verdict::render(&v));
+    for logs in &all_logs {
+        eprintln!(
+            "console: {}\nresult: {}",
+            logs.console_path.display(),
+            logs.dir.join("result.json").display()
+        );
+    }
+    Ok((v, all_logs))
 }
 
 /// The tree's run_vmtests.sh, where the khugepaged invocations and the race selftest are listed.
@@ -517,16 +627,19 @@ CATEGORY=\"thp\" run_test ./transhuge-stress -d 20
         assert_eq!(p.programs, ["khugepaged", "collapse_retract_race"]);
         assert_eq!(p.impls, [Impl::Rust, Impl::C]);
         // A stats read first, then 7 cases and a stats read per implementation.
-        assert_eq!(p.cases.len(), 1 + 2 * 8);
-        assert!(p.cases.iter().any(|c| c.name == "[c] collapse_retract_race -s 3"));
-        assert!(p.cases.iter().any(|c| c.name == "[rust] khugepaged all:file /mnt/file"));
+        assert_eq!(p.cases().len(), 1 + 2 * 8);
+        assert!(p.cases().iter().any(|c| c.name == "[c] collapse_retract_race -s 3"));
+        assert!(p
+            .cases()
+            .iter()
+            .any(|c| c.name == "[rust] khugepaged all:file /mnt/file"));
     }
 
     #[test]
     fn without_the_switch_only_the_kernels_own_implementation() {
         let p = plan(RUN_VMTESTS, &opts(&[]), false).unwrap();
         assert!(p.impls.is_empty());
-        assert_eq!(p.cases.len(), 7);
+        assert_eq!(p.cases().len(), 7);
         let e = plan(RUN_VMTESTS, &opts(&["--impl", "c"]), false)
             .unwrap_err()
             .to_string();
@@ -542,15 +655,66 @@ CATEGORY=\"thp\" run_test ./transhuge-stress -d 20
         let o = opts(&["--race-only", "--race-prefix", "echo 5 > /k", "--", "./x", "-v"]);
         let p = plan(RUN_VMTESTS, &o, false).unwrap();
         assert_eq!(p.programs, ["collapse_retract_race"]);
-        let names: Vec<&str> = p.cases.iter().map(|c| c.name.as_str()).collect();
+        let cases = p.cases();
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["collapse_retract_race", "./x -v"]);
-        assert_eq!(p.cases[0].command, "echo 5 > /k && ./collapse_retract_race");
+        assert_eq!(p.cases()[0].command, "echo 5 > /k && ./collapse_retract_race");
         let e = plan("CATEGORY=\"thp\" run_test ./khugepaged\n", &opts(&[]), false).unwrap_err();
         assert!(e.to_string().contains("found 1"), "{e}");
         assert!(plan("", &o, false)
             .unwrap_err()
             .to_string()
             .contains("no race selftest"));
+    }
+
+    #[test]
+    fn split_over_guests_deals_the_tests_in_turn() {
+        let o = opts(&["--impl", "rust", "--impl", "c", "--guests", "2", "--", "dmesg"]);
+        assert_eq!(o.guests, 2);
+        let p = plan(RUN_VMTESTS, &o, true).unwrap();
+        assert_eq!(p.split(1).unwrap(), std::slice::from_ref(&p));
+        let g = p.split(2).unwrap();
+        let names = |p: &GuestPlan| -> Vec<String> { p.tests.iter().map(|c| c.name.clone()).collect() };
+        assert_eq!(
+            names(&g[0]),
+            [
+                "khugepaged",
+                "khugepaged all:shmem",
+                "khugepaged all:file /mnt/file",
+                "collapse_retract_race"
+            ]
+        );
+        assert_eq!(
+            names(&g[1]),
+            [
+                "khugepaged -s 2",
+                "khugepaged -s 4 all:shmem",
+                "khugepaged -s 8 all:anon"
+            ]
+        );
+        // Each guest runs its tests under every implementation, with its own counter reads;
+        // the command runs once, in the first guest.
+        for (guest, tests) in g.iter().zip([4, 3]) {
+            let cases = guest.cases();
+            let stats = cases.iter().filter(|c| c.name.starts_with(ab::STATS_PREFIX)).count();
+            assert_eq!(stats, 3);
+            assert!(cases.iter().any(|c| c.name == format!("[c] {}", guest.tests[0].name)));
+            assert_eq!(guest.impls, [Impl::Rust, Impl::C]);
+            assert_eq!(cases.len(), 1 + 2 * (tests + 1) + usize::from(guest.command.is_some()));
+        }
+        assert_eq!(g[0].cases().last().map(|c| c.name.as_str()), Some("dmesg"));
+        assert!(g[1].command.is_none());
+        let every: usize = g.iter().map(|p| p.tests.len()).sum();
+        assert_eq!(every, p.tests.len());
+        let e = p.split(8).unwrap_err().to_string();
+        assert!(e.contains("only 7 test(s)"), "{e}");
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: RunOpts,
+        }
+        assert!(Cli::try_parse_from(["run", "--guests", "0"]).is_err());
     }
 
     #[test]

@@ -348,6 +348,49 @@ pub fn judge(
     }
 }
 
+/// One verdict of the guests of a run split over several (`--guests`): each guest's cases,
+/// KUnit suites, counters, splats and problems under its label, the counts summed, the
+/// fewest CPUs any guest had. It passes only if every guest's verdict did.
+pub fn merge(parts: Vec<(String, Verdict)>) -> Verdict {
+    let mut m = Verdict {
+        cpus: None,
+        cases: Vec::new(),
+        kunit: Vec::new(),
+        splats: Vec::new(),
+        problems: Vec::new(),
+        counters: Vec::new(),
+        passed: 0,
+        failed: 0,
+        skipped: 0,
+    };
+    for (label, v) in parts {
+        m.cpus = match (m.cpus, v.cpus) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        m.cases.extend(v.cases.into_iter().map(|mut c| {
+            c.name = format!("{label} {}", c.name);
+            c
+        }));
+        m.kunit.extend(v.kunit.into_iter().map(|mut k| {
+            k.name = format!("{label} {}", k.name);
+            k
+        }));
+        m.splats.extend(v.splats.into_iter().map(|mut sp| {
+            sp.text = format!("{label}: {}", sp.text);
+            sp
+        }));
+        m.problems
+            .extend(v.problems.into_iter().map(|p| format!("{label}: {p}")));
+        m.counters
+            .extend(v.counters.into_iter().map(|(l, c)| (format!("{label} {l}"), c)));
+        m.passed += v.passed;
+        m.failed += v.failed;
+        m.skipped += v.skipped;
+    }
+    m
+}
+
 /// Human summary; the last line is `N passed, N failed, N skipped`.
 pub fn render(v: &Verdict) -> String {
     let mut s = String::new();
@@ -603,5 +646,45 @@ mod tests {
         assert!(!judge(log, CONSOLE, kunit_of_console(), &[], 2, false, &wrong)
             .problems
             .is_empty());
+    }
+
+    #[test]
+    fn merged_guests_pass_only_together() {
+        let one = |passed, problems: Vec<String>, cpus| Verdict {
+            cpus,
+            cases: Vec::new(),
+            kunit: vec![SuiteResult {
+                name: "rust_mm_pgtable".into(),
+                status: Status::Pass,
+                pass: 6,
+                fail: 0,
+                skip: 0,
+            }],
+            splats: Vec::new(),
+            problems,
+            counters: vec![("rust".into(), Default::default())],
+            passed,
+            failed: 0,
+            skipped: 0,
+        };
+        let m = merge(vec![
+            ("guest1".into(), one(10, vec![], Some(2))),
+            ("guest2".into(), one(5, vec![], Some(2))),
+        ]);
+        assert!(m.ok());
+        assert_eq!((m.passed, m.cpus), (15, Some(2)));
+        let names: Vec<&str> = m.kunit.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["guest1 rust_mm_pgtable", "guest2 rust_mm_pgtable"]);
+        assert_eq!(m.counters[1].0, "guest2 rust");
+        let m = merge(vec![
+            ("guest1".into(), one(10, vec![], Some(2))),
+            (
+                "guest2".into(),
+                one(5, vec!["the guest was killed at the timeout".into()], None),
+            ),
+        ]);
+        assert!(!m.ok());
+        assert_eq!(m.problems, ["guest2: the guest was killed at the timeout"]);
+        assert_eq!(m.cpus, Some(2));
     }
 }

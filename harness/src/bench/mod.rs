@@ -182,6 +182,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         accel_opt = guest::Accel::Tcg;
     }
     let boot = guest::Boot {
+        name: "guest",
         machine,
         kernel: &image,
         initramfs: &initramfs,
