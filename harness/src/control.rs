@@ -95,7 +95,7 @@ pub fn finish(layout: &Layout, o: &Opts, ro: &RunOpts, ready: guest_run::Ready) 
         bins,
         mut stages,
     } = ready;
-    let logs = guest_run::boot(layout, &built, &plan, &bins, ro, &mut stages)?;
+    let logs = guest_run::boot(layout, &built, &plan, &bins, ro, &mut stages, None)?;
     let v = guest_run::judge(&built, &plan, &logs);
     let caught = judge(&v, &logs.tests);
     let report = match &caught {

@@ -283,20 +283,9 @@ pub fn prepare(layout: &Layout, o: &RunOpts) -> Result<Ready> {
 }
 
 /// Pack the initramfs with the plan's programs (from `bins`) and boot `built` with it.
-pub fn boot(
-    layout: &Layout,
-    built: &Built,
-    plan: &GuestPlan,
-    bins: &Path,
-    o: &RunOpts,
-    stages: &mut Stages,
-) -> Result<Logs> {
-    boot_guest(layout, built, plan, bins, o, stages, None)
-}
-
-/// [`boot`]; `guest` says which of several guests this is (1-based): its run directory's
+/// `guest` says which of several guests this is (1-based, `--guests`): its run directory's
 /// name ends in `-guestN`, and its progress lines say `guestN`.
-fn boot_guest(
+pub fn boot(
     layout: &Layout,
     built: &Built,
     plan: &GuestPlan,
@@ -515,7 +504,7 @@ pub fn finish(layout: &Layout, o: &RunOpts, ready: Ready) -> Result<(verdict::Ve
                 let (built, bins, mut stages) = (&built, &bins, stages.clone());
                 let guest = several.then_some(k + 1);
                 s.spawn(move || {
-                    let logs = boot_guest(layout, built, &p, bins, o, &mut stages, guest)?;
+                    let logs = boot(layout, built, &p, bins, o, &mut stages, guest)?;
                     Ok((p, logs, stages))
                 })
             })
