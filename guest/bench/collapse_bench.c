@@ -32,6 +32,9 @@
  *   STATS case=C key=delta ...   deltas of /sys/kernel/debug/khugepaged_rs/stats
  *   PML case=C <line>            /sys/kernel/debug/khugepaged_rs/pml_hold_ns
  *                                (cleared before the case), if it exists
+ *   STEP case=C <line>           /sys/kernel/debug/khugepaged_rs/step_ns, the
+ *                                time per step of the collapse (cleared with
+ *                                pml_hold_ns), if it exists
  *   FAIL case=C i= reason=...    each failure
  *
  * Build: cc -O2 -static -pthread -o collapse_bench collapse_bench.c
@@ -178,18 +181,29 @@ static int write_file(const char *path, const char *s)
 	return ok ? 0 : -1;
 }
 
-static void print_pml(const char *c)
+static void print_debugfs(const char *tag, const char *c, const char *file)
 {
-	char line[8192];
-	FILE *f = fopen(DEBUGFS "/pml_hold_ns", "r");
+	char line[8192], path[128];
+	FILE *f;
 
+	snprintf(path, sizeof(path), DEBUGFS "/%s", file);
+	f = fopen(path, "r");
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = 0;
-		printf("PML case=%s %s\n", c, line);
+		printf("%s case=%s %s\n", tag, c, line);
 	}
 	fclose(f);
+}
+
+/* Clears pml_hold_ns and step_ns, where the kernel has them. */
+static void clear_instrumentation(void)
+{
+	if (write_file(DEBUGFS "/pml_hold_ns", "0") && !access(DEBUGFS "/pml_hold_ns", F_OK))
+		die("clear pml_hold_ns");
+	if (write_file(DEBUGFS "/step_ns", "0") && !access(DEBUGFS "/step_ns", F_OK))
+		die("clear step_ns");
 }
 
 static void print_env(void)
@@ -392,8 +406,7 @@ static void run_case(const struct bcase *bc, long n, long warmup, double alone_s
 		       bc->name, nthreads, f0, t / 1e9, f0 / (t / 1e9));
 	}
 
-	if (write_file(DEBUGFS "/pml_hold_ns", "0") && !access(DEBUGFS "/pml_hold_ns", F_OK))
-		die("clear pml_hold_ns");
+	clear_instrumentation();
 	nb = read_stats(before, 32);
 	for (i = -warmup; i < n; i++) {
 		uint64_t t0, t1;
@@ -402,8 +415,8 @@ static void run_case(const struct bcase *bc, long n, long warmup, double alone_s
 		int r;
 
 		if (i == 0) {
-			/* Warm-up collapses are not kept, nor their pml samples. */
-			write_file(DEBUGFS "/pml_hold_ns", "0");
+			/* Warm-up collapses are not kept, nor their pml and step samples. */
+			clear_instrumentation();
 			nb = read_stats(before, 32);
 			f0 = atomic_load(&faults);
 			t_loop = now_ns();
@@ -489,7 +502,8 @@ static void run_case(const struct bcase *bc, long n, long warmup, double alone_s
 	else
 		printf("BENCH case=%s n=0 failures=%ld\n", bc->name, failures);
 	print_stats_delta(bc->name, before, nb, after, na);
-	print_pml(bc->name);
+	print_debugfs("PML", bc->name, "pml_hold_ns");
+	print_debugfs("STEP", bc->name, "step_ns");
 	fflush(stdout);
 	free(sorted);
 	free(ns);

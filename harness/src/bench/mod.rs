@@ -238,6 +238,8 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
                         "rust_relocks": p.relocks,
                         "faults_per_s_alone": throughput(&p.contention_alone),
                         "faults_per_s_collapsing": throughput(&p.contention_collapsing),
+                        "step_full_collapses": p.step_collapses,
+                        "step_mean_ns": p.step_means(),
                     });
                     (i.clone(), v)
                 })
@@ -259,6 +261,7 @@ pub fn run(layout: &Layout, o: &BenchOpts) -> Result<bool> {
         "stages_seconds": stages.seconds(),
         "boot": outcome,
         "summary": summary,
+        "step_names": results.step_names,
         "problems": results.problems,
         "ok": results.problems.is_empty(),
         "raw": results.pooled,

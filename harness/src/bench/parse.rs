@@ -20,6 +20,20 @@ pub struct Pml {
     pub ns: Vec<u64>,
 }
 
+/// The LOCAL `step_ns` file after a case: the names of the steps of the collapse, and for each
+/// implementation the number of full collapses and the sum of each step's ns over them.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct Steps {
+    pub names: Vec<String>,
+    pub by_impl: BTreeMap<String, StepSums>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct StepSums {
+    pub collapses: u64,
+    pub ns: Vec<u64>,
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Contention {
     pub threads: u64,
@@ -40,6 +54,7 @@ pub struct Output {
     pub contention: BTreeMap<String, Contention>,
     pub stats: BTreeMap<String, ab::Counters>,
     pub pml: BTreeMap<String, Pml>,
+    pub steps: BTreeMap<String, Steps>,
     pub fails: Vec<String>,
     pub errors: Vec<String>,
     pub done: bool,
@@ -111,6 +126,29 @@ pub fn parse_output(lines: &[String]) -> Result<Output> {
                     _ => bail!("unexpected PML line {l:?}"),
                 }
             }
+            "STEP" => {
+                // STEP case=C steps a b c ... | STEP case=C <impl> collapses N ns a b c ...
+                let (case, body) = rest.split_once(' ').context("STEP line")?;
+                let case = case.strip_prefix("case=").context("STEP without case")?;
+                let st = o.steps.entry(case.to_string()).or_default();
+                let mut w = body.split_whitespace();
+                match (w.next(), w.next()) {
+                    (Some("steps"), Some(first)) => {
+                        st.names = std::iter::once(first).chain(w).map(String::from).collect();
+                    }
+                    (Some(imp), Some("collapses")) => {
+                        let collapses = w.next().context("collapses")?.parse()?;
+                        if w.next() != Some("ns") {
+                            bail!("unexpected STEP line {l:?}");
+                        }
+                        let ns = w
+                            .map(|n| n.parse().with_context(|| format!("bad step sum in {l:?}")))
+                            .collect::<Result<Vec<u64>>>()?;
+                        st.by_impl.insert(imp.to_string(), StepSums { collapses, ns });
+                    }
+                    _ => bail!("unexpected STEP line {l:?}"),
+                }
+            }
             "FAIL" => o.fails.push(rest.to_string()),
             "ERROR" => o.errors.push(rest.to_string()),
             "DONE" => o.done = true,
@@ -158,6 +196,9 @@ mod tests {
             "PML case=shared count 3",
             "PML case=shared dropped 0",
             "PML case=shared ns 10 20 30",
+            "STEP case=shared steps lookup check",
+            "STEP case=shared c collapses 3 ns 30 60",
+            "STEP case=shared rust collapses 0 ns 0 0",
             "FAIL case=shared i=4 reason=madvise value=-1 errno=22",
             "DONE",
         ]
@@ -178,9 +219,21 @@ mod tests {
                 ns: vec![10, 20, 30]
             }
         );
+        let st = &o.steps["shared"];
+        assert_eq!(st.names, ["lookup", "check"]);
+        assert_eq!(
+            st.by_impl["c"],
+            StepSums {
+                collapses: 3,
+                ns: vec![30, 60]
+            }
+        );
+        assert_eq!(st.by_impl["rust"].collapses, 0);
         assert_eq!(o.fails.len(), 1);
         assert!(o.done);
         assert!(parse_output(&["SAMPLES case=x ns=1,zz".to_string()]).is_err());
+        assert!(parse_output(&["STEP case=x c collapses 1 ns 1 zz".to_string()]).is_err());
+        assert!(parse_output(&["STEP case=x c something".to_string()]).is_err());
     }
 
     /// A real guest run (the whole tests.log of `cargo harness bench --accel

@@ -128,6 +128,7 @@ pub fn render(r: &Results, mode: &str) -> String {
             );
         }
     }
+    render_steps(&mut s, r, mode);
     if !r.pml_instrumented {
         let _ = writeln!(
             s,
@@ -146,6 +147,66 @@ pub fn render(r: &Results, mode: &str) -> String {
         }
     }
     s
+}
+
+/// Where the time of a collapse goes, per step, C beside Rust (the LOCAL `step_ns`), and what is
+/// left of the latency outside `try_collapse_pte_mapped_thp()` (mostly `madvise_collapse()` and
+/// the file scan before it).
+fn render_steps(s: &mut String, r: &Results, mode: &str) {
+    if r.step_names.is_empty() {
+        return;
+    }
+    let unit = if mode.contains("icount") {
+        "ns of guest time, i.e. instructions under icount"
+    } else {
+        "ns"
+    };
+    let _ = writeln!(
+        s,
+        "\ntime per step of try_collapse_pte_mapped_thp(), mean per full collapse ({unit}; LOCAL step_ns):"
+    );
+    let _ = writeln!(
+        s,
+        "{:<15} {:<14} {:>10} {:>10} {:>9} {:>7}",
+        "case", "step", "c", "rust", "rust-c", "rust/c"
+    );
+    let row = |s: &mut String, case: &str, step: &str, c: f64, r: f64| {
+        let _ = writeln!(
+            s,
+            "{case:<15} {step:<14} {c:>10.0} {r:>10.0} {:>9.0} {:>7}",
+            r - c,
+            ratio_str((c > 0.0).then(|| r / c))
+        );
+    };
+    for &case in CASES {
+        let Some(by) = r.pooled.get(case) else { continue };
+        let (Some(c), Some(rs)) = (by.get("c"), by.get("rust")) else {
+            continue;
+        };
+        let (Some(mc), Some(mr)) = (c.step_means(), rs.step_means()) else {
+            let _ = writeln!(s, "{case:<15} no full collapse counted");
+            continue;
+        };
+        for (k, name) in r.step_names.iter().enumerate() {
+            row(
+                s,
+                case,
+                name,
+                mc.get(k).copied().unwrap_or(0.0),
+                mr.get(k).copied().unwrap_or(0.0),
+            );
+        }
+        let (tc, tr) = (mc.iter().sum::<f64>(), mr.iter().sum::<f64>());
+        row(s, case, "= in function", tc, tr);
+        if let (Some(lc), Some(lr)) = (c.latency(), rs.latency()) {
+            row(s, case, "outside", lc.mean - tc, lr.mean - tr);
+        }
+        let _ = writeln!(
+            s,
+            "{case:<15} {:<14} {:>10} {:>10}",
+            "full collapses", c.step_collapses, rs.step_collapses
+        );
+    }
 }
 
 /// A small SVG: per case, C and Rust bars of the median collapse latency

@@ -55,9 +55,30 @@ pub struct Pooled {
     pub relocks: i64,
     pub contention_alone: Vec<Contention>,
     pub contention_collapsing: Vec<Contention>,
+    /// Full collapses counted by the LOCAL `step_ns`, and each step's ns summed over them.
+    pub step_collapses: u64,
+    pub step_ns: Vec<u64>,
 }
 
 impl Pooled {
+    /// The mean ns of each step per full collapse, if `step_ns` counted any.
+    pub fn step_means(&self) -> Option<Vec<f64>> {
+        (self.step_collapses > 0).then(|| {
+            self.step_ns
+                .iter()
+                .map(|&ns| ns as f64 / self.step_collapses as f64)
+                .collect()
+        })
+    }
+
+    fn add_steps(&mut self, s: &StepSums) {
+        self.step_ns.resize(s.ns.len().max(self.step_ns.len()), 0);
+        for (sum, ns) in self.step_ns.iter_mut().zip(&s.ns) {
+            *sum += ns;
+        }
+        self.step_collapses += s.collapses;
+    }
+
     pub fn latency(&self) -> Option<Summary> {
         summarize(&self.samples)
     }
@@ -93,6 +114,8 @@ pub struct Results {
     pub iterations: u32,
     pub clocksource: Option<String>,
     pub pml_instrumented: bool,
+    /// The step names of the LOCAL `step_ns`, empty if the kernel has none.
+    pub step_names: Vec<String>,
 }
 
 /// Check and pool the outputs of all rounds. A round with a failed or
@@ -207,6 +230,24 @@ pub fn pool(cases: &[GuestCase], rounds: u32, iterations: u32) -> Results {
                 }
                 p.pml.extend(&pml.ns);
             }
+            if let Some(st) = o.steps.get(case) {
+                match st.by_impl.get(mine) {
+                    Some(own) if !st.names.is_empty() && own.ns.len() == st.names.len() => {
+                        if !r.step_names.is_empty() && r.step_names != st.names {
+                            r.problems.push(format!(
+                                "[{}] {case}: step_ns names {:?}, earlier {:?}",
+                                gc.name, st.names, r.step_names
+                            ));
+                        }
+                        r.step_names.clone_from(&st.names);
+                        p.add_steps(own);
+                    }
+                    _ => r.problems.push(format!(
+                        "[{}] {case}: step_ns has no {mine} row with one sum per step",
+                        gc.name
+                    )),
+                }
+            }
             if let Some(c) = o.contention.get(&format!("{case}/alone")) {
                 p.contention_alone.push(c.clone());
             }
@@ -248,6 +289,21 @@ mod tests {
         assert!(summarize(&[]).is_none());
         assert_eq!(ratio(3, 0), None);
         assert_eq!(ratio(3, 2), Some(1.5));
+    }
+
+    #[test]
+    fn step_means_pool_the_rounds() {
+        let mut p = Pooled::default();
+        assert_eq!(p.step_means(), None);
+        p.add_steps(&StepSums {
+            collapses: 2,
+            ns: vec![10, 40],
+        });
+        p.add_steps(&StepSums {
+            collapses: 2,
+            ns: vec![30, 0],
+        });
+        assert_eq!(p.step_means(), Some(vec![10.0, 10.0]));
     }
 
     #[test]
