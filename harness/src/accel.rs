@@ -83,6 +83,9 @@ pub enum ProbeFailure {
     NoMarker { seconds: u64 },
     /// The guest saw fewer (or more) CPUs than asked for.
     Cpus { got: u32, want: u32 },
+    /// One of the above, kept from an earlier probe in this host boot
+    /// (see [`crate::probe_memo`]), as it was printed then.
+    Remembered { failure: String, memo: PathBuf },
 }
 
 impl fmt::Display for ProbeFailure {
@@ -104,6 +107,11 @@ impl fmt::Display for ProbeFailure {
             }
             ProbeFailure::NoMarker { seconds } => write!(f, "no marker within {seconds} s"),
             ProbeFailure::Cpus { got, want } => write!(f, "cpus={got} of {want}"),
+            ProbeFailure::Remembered { failure, memo } => write!(
+                f,
+                "{failure} (kept from an earlier probe in this host boot: delete {} to probe again)",
+                memo.display()
+            ),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::arch::{Machine, TestsPort};
-use crate::{accel, cmd};
+use crate::{accel, cmd, probe_memo};
 
 /// One command the guest runs, with the name the verdict reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -225,25 +225,32 @@ pub fn qemu(b: &Boot, accel: Accel) -> Command {
 /// The accelerator to boot `b` with: `--accel tcg` as asked; otherwise KVM
 /// only if /dev/kvm opens and a tiny probe guest (see [`accel`]) boots under
 /// it and sees all `b.cpus` CPUs. Prints the choice and why. `--accel kvm`
-/// that cannot work is an error, not a silent fallback.
+/// that cannot work is an error, not a silent fallback. A failed probe is
+/// kept for the rest of the host's boot ([`probe_memo`]).
 pub fn resolve_accel(b: &Boot) -> Result<Accel> {
     let dir = b.console.parent().unwrap_or_else(|| Path::new(".")).join("kvm-probe");
     let device = match b.machine.kvm_impossible() {
         Some(why) => accel::KvmDevice::WrongHost(why),
         None => accel::kvm_device(Path::new("/dev/kvm")),
     };
+    let memo = probe_memo::ProbeMemo {
+        path: crate::layout::Layout::discover().kvm_probe_memo(b.machine),
+        key: probe_memo::HostKey::current(b.machine.qemu, b.cpus),
+    };
     let choice = accel::choose(b.accel, &device, || {
-        // The probe runs only on a host of the guest's architecture: its busybox.
-        let busybox = Path::new(crate::toolchain::HOST_BUSYBOX);
-        accel::run_probe(
-            b.machine,
-            b.kernel,
-            &dir,
-            busybox,
-            b.cpus,
-            Accel::Kvm,
-            accel::PROBE_TIMEOUT,
-        )
+        probe_memo::probe_or_recall(b.accel, &memo, || {
+            // The probe runs only on a host of the guest's architecture: its busybox.
+            let busybox = Path::new(crate::toolchain::HOST_BUSYBOX);
+            accel::run_probe(
+                b.machine,
+                b.kernel,
+                &dir,
+                busybox,
+                b.cpus,
+                Accel::Kvm,
+                accel::PROBE_TIMEOUT,
+            )
+        })
     })?;
     eprintln!("  {choice}");
     Ok(choice.accel)

@@ -74,6 +74,11 @@ impl Layout {
     pub fn build_dir(tree: &Path, config: &str) -> PathBuf {
         tree.join(format!("{BUILD_DIR_PREFIX}{config}"))
     }
+    /// A KVM probe that failed on this host, kept for the rest of its boot
+    /// (see [`crate::probe_memo`]); one per guest architecture.
+    pub fn kvm_probe_memo(&self, machine: &crate::arch::Machine) -> PathBuf {
+        self.cache.join("kvm-probe").join(machine.debian_arch)
+    }
     pub fn ccache(&self) -> PathBuf {
         self.cache.join("ccache")
     }

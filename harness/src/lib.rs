@@ -23,6 +23,7 @@ pub mod ktap;
 pub mod layout;
 pub mod mail;
 pub mod pipeline;
+pub mod probe_memo;
 pub mod run;
 pub mod series;
 pub mod suite;
