@@ -458,23 +458,31 @@ mod tests {
         );
     }
 
-    /// The real probe path, under TCG, with the default build's bzImage.
-    /// Skipped, with a message on stderr, when that image does not exist.
+    /// The real probe path, under TCG, with the default build's bzImage: the clone's, or
+    /// the suite's (`cargo harness test` builds it before it runs the unit tests).
+    /// Skipped, with a message on stderr, when neither image exists.
     #[test]
     fn probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage() {
         let layout = crate::layout::Layout::discover();
         let m = &crate::arch::X86_64_PC;
-        let image = crate::layout::Layout::build_dir(&layout.work_tree(), &m.build_name("default")).join(m.image);
-        if !image.exists() {
+        let image_in = |tree: PathBuf| crate::layout::Layout::build_dir(&tree, &m.build_name("default")).join(m.image);
+        let suite_tree = crate::layout::Layout {
+            trees: layout.suite_trees(),
+            ..layout.clone()
+        }
+        .work_tree();
+        let images = [image_in(layout.work_tree()), image_in(suite_tree)];
+        let Some(image) = images.iter().find(|i| i.exists()) else {
             eprintln!(
-                "SKIPPED probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage: no kernel at {}",
-                image.display()
+                "SKIPPED probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage: no kernel at {} or {}",
+                images[0].display(),
+                images[1].display()
             );
             return;
-        }
+        };
         let d = tempfile::tempdir().unwrap();
         let busybox = Path::new(crate::toolchain::HOST_BUSYBOX);
-        let r = run_probe(m, &image, d.path(), busybox, 2, Accel::Tcg, Duration::from_secs(60));
+        let r = run_probe(m, image, d.path(), busybox, 2, Accel::Tcg, Duration::from_secs(60));
         let console = fs::read_to_string(d.path().join("probe-console.log")).unwrap_or_default();
         let p = r.unwrap_or_else(|e| panic!("probe under TCG failed: {e}; console:\n{console}"));
         assert_eq!(p.cpus, 2);

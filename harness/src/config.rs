@@ -280,10 +280,7 @@ impl SeriesConfig {
 mod tests {
     #[test]
     fn the_control_kernel_gets_neither_the_series_options_nor_rust() {
-        let layout = crate::layout::Layout {
-            repo: "/r".into(),
-            cache: "/c".into(),
-        };
+        let layout = crate::layout::Layout::new("/r".into(), "/c".into());
         let tree = std::path::Path::new("/t");
         let names = |with| -> Vec<String> {
             let m = &crate::arch::ARM64_VIRT;

@@ -169,7 +169,7 @@ pub fn render(cells: &[Cell]) -> String {
 /// The cross tree: a clone of the base with the fixes and the mailed series applied.
 /// Returns it and the commits of the two stacks, oldest first.
 fn prepare_tree(layout: &Layout) -> Result<(PathBuf, Vec<String>)> {
-    let tree = series::ensure_tree(layout, &layout.repo.join("work/cross-tree"))?;
+    let tree = series::ensure_tree(layout, &layout.cross_tree())?;
     let mut patches = series::fixes(layout)?.paths();
     patches.extend(series::mailed(layout)?.paths());
     let patches: Vec<(PathBuf, Option<String>)> = patches.into_iter().map(|p| (p, None)).collect();

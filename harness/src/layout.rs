@@ -1,6 +1,7 @@
 //! Where things live: the clone (patches, configs, guest files), the ignored
 //! work area inside it (work trees with their build directories), and the
-//! cache outside it that survives `git clean` (toolchain extras, base, ccache).
+//! cache outside it that survives `git clean` (toolchain extras, base, ccache,
+//! and the suite's own kernel trees, see [`Layout::for_suite`]).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,9 @@ pub struct Layout {
     pub repo: PathBuf,
     /// Cache outside the clone: toolchain extras, base source, ccache.
     pub cache: PathBuf,
+    /// Where the kernel trees (and their build directories) are: the clone's
+    /// `work/`, or the cache's `suite/` for `cargo harness test`.
+    pub trees: PathBuf,
 }
 
 impl Layout {
@@ -31,7 +35,29 @@ impl Layout {
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("khugepaged-rs")))
             .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/khugepaged-rs")))
             .unwrap_or_else(|| PathBuf::from("/var/tmp/khugepaged-rs"));
-        Layout { repo, cache }
+        Layout::new(repo, cache)
+    }
+
+    /// The layout of a clone at `repo` with its cache at `cache`; the trees in the clone.
+    pub fn new(repo: PathBuf, cache: PathBuf) -> Self {
+        let trees = repo.join("work");
+        Layout { repo, cache, trees }
+    }
+
+    /// This layout with the kernel trees in the cache (`<cache>/suite/`), for
+    /// `cargo harness test`. The suite's trees hold only what `patches/` makes (the
+    /// suite applies with `--force`), so they need not be in the clone; kept in the
+    /// cache, a fresh clone (CI's) finds them applied, configured and built, and kbuild
+    /// rebuilds what the patches changed since, where in a new tree it would build
+    /// every Rust crate again (ccache caches only the C objects). `git checkout` and
+    /// `git am` rewrite only the files they change, so make's view of what changed
+    /// stays right. The trees are locked for as long as the returned guard lives: a
+    /// second suite, from any clone, waits for the first.
+    pub fn for_suite(&self) -> std::io::Result<(Layout, TreesLock)> {
+        let trees = self.suite_trees();
+        std::fs::create_dir_all(&trees)?;
+        let lock = TreesLock::acquire(&trees.join(".lock"))?;
+        Ok((Layout { trees, ..self.clone() }, lock))
     }
 
     pub fn patches(&self) -> PathBuf {
@@ -43,13 +69,21 @@ impl Layout {
     pub fn guest_files(&self) -> PathBuf {
         self.repo.join("guest")
     }
+    /// Where `cargo harness test` keeps its kernel trees (see [`Layout::for_suite`]).
+    pub fn suite_trees(&self) -> PathBuf {
+        self.cache.join("suite")
+    }
     /// The git work tree the series is applied to (ignored by the clone).
     pub fn work_tree(&self) -> PathBuf {
-        self.repo.join("work/linux")
+        self.trees.join("linux")
     }
     /// The negative control's tree (base + patches/broken), also ignored.
     pub fn broken_tree(&self) -> PathBuf {
-        self.repo.join("work/linux-broken")
+        self.trees.join("linux-broken")
+    }
+    /// The cross builds' tree (base + fixes + the mailed series).
+    pub fn cross_tree(&self) -> PathBuf {
+        self.trees.join("cross-tree")
     }
     /// Per-run results: console logs and JSON verdicts.
     pub fn runs(&self) -> PathBuf {
@@ -81,5 +115,101 @@ impl Layout {
     }
     pub fn ccache(&self) -> PathBuf {
         self.cache.join("ccache")
+    }
+}
+
+/// An exclusive `flock(2)` on a file, held until dropped (the kernel drops it when the
+/// process ends, however it ends).
+#[must_use = "the trees are unlocked when this is dropped"]
+pub struct TreesLock {
+    _file: std::fs::File,
+}
+
+impl TreesLock {
+    /// Lock `path` (created if missing), waiting, with a line that says so, while another
+    /// process holds it; the holder's pid is in the file.
+    pub fn acquire(path: &Path) -> std::io::Result<TreesLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let fd = file.as_raw_fd();
+        let flock = |op| {
+            // SAFETY: flock(2) takes a descriptor and no pointers; `fd` is `file`'s, which
+            // stays open for as long as this function runs.
+            if unsafe { libc::flock(fd, op) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        if let Err(e) = flock(libc::LOCK_EX | libc::LOCK_NB) {
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(e);
+            }
+            let mut holder = String::new();
+            (&file).read_to_string(&mut holder).ok();
+            eprintln!(
+                "waiting for process {} to unlock {} (another `cargo harness test` uses those trees)",
+                holder.trim(),
+                path.display()
+            );
+            flock(libc::LOCK_EX)?;
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(TreesLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_keeps_its_trees_in_the_cache_and_the_rest_in_the_clone() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Layout::new(t.path().join("clone"), t.path().join("cache"));
+        assert_eq!(l.work_tree(), t.path().join("clone/work/linux"));
+        let (s, _lock) = l.for_suite().unwrap();
+        assert_eq!(s.work_tree(), t.path().join("cache/suite/linux"));
+        assert_eq!(s.broken_tree(), t.path().join("cache/suite/linux-broken"));
+        assert_eq!(s.cross_tree(), t.path().join("cache/suite/cross-tree"));
+        // What a person reads stays in the clone.
+        assert_eq!(s.runs(), l.runs());
+        assert_eq!(s.repo, l.repo);
+    }
+
+    #[test]
+    fn a_second_holder_waits_for_the_first() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("lock");
+        let first = TreesLock::acquire(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let second = std::thread::spawn(move || {
+            // flock(2) locks belong to the open file: another open() contends, as another
+            // process would.
+            let l = TreesLock::acquire(&p).unwrap();
+            tx.send(()).unwrap();
+            drop(l);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "the second lock was taken while the first was held"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second lock is taken once the first is dropped");
+        second.join().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            std::process::id().to_string()
+        );
     }
 }

@@ -165,7 +165,13 @@ fn run_step(layout: &Layout, step: &Step, accel: Accel) -> Result<Option<Boot>> 
         Step::RebaseSelfTest => done(mail::rebase_self_test(layout)),
         Step::Cross(o) => done(cross::run(layout, o).map(|_| ())),
         Step::Guest(g) => {
-            let o = RunOpts::suite(BuildOpts::series(g.arch, g.variant), accel, IMPLS.to_vec());
+            // The suite's tree holds only what patches/ makes: whatever an interrupted run
+            // left in it is discarded.
+            let build = BuildOpts {
+                force: true,
+                ..BuildOpts::series(g.arch, g.variant)
+            };
+            let o = RunOpts::suite(build, accel, IMPLS.to_vec());
             let ready = run::prepare(layout, &o)?;
             let layout = layout.clone();
             Ok(Some(Box::new(move || {
@@ -213,6 +219,15 @@ fn timed(title: String, f: impl FnOnce() -> Result<()>) -> Timed {
 /// the guest's timed waits (the khugepaged selftest gives two full scans 3 s).
 pub fn test(layout: &Layout, guests: &[GuestSpec], accel: Accel) -> Result<()> {
     let start = std::time::Instant::now();
+    let (suite_layout, _trees) = layout
+        .for_suite()
+        .with_context(|| format!("locking the suite's trees in {}", layout.suite_trees().display()))
+        .context(Failure::Setup)?;
+    let layout = &suite_layout;
+    eprintln!(
+        "kernel trees: {} (the suite's, kept across clones: kbuild rebuilds what changed)",
+        layout.trees.display()
+    );
     let mut steps = steps(guests, accel).into_iter();
     let install = steps.next().context("the suite has no install step")?;
     eprintln!("== {}", install.title());

@@ -466,10 +466,7 @@ mod tests {
     fn no_report_is_an_error_that_says_so() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("patches/fixes")).unwrap();
-        let layout = Layout {
-            repo: dir.path().to_path_buf(),
-            cache: dir.path().join("cache"),
-        };
+        let layout = Layout::new(dir.path().to_path_buf(), dir.path().join("cache"));
         let o = <Opts as clap::FromArgMatches>::from_arg_matches(
             &<Opts as clap::Args>::augment_args(clap::Command::new("mail")).get_matches_from(["mail", "--report"]),
         )

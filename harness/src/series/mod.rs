@@ -313,10 +313,7 @@ mod apply_tests {
     #[test]
     fn a_patch_that_does_not_apply_is_named() {
         let t = tempfile::tempdir().unwrap();
-        let layout = Layout {
-            repo: t.path().join("repo"),
-            cache: t.path().join("cache"),
-        };
+        let layout = Layout::new(t.path().join("repo"), t.path().join("cache"));
         let base = layout.base_repo();
         cmd::git_repo_with_base(&base, "base", ("T", "t@example.org"), ("f", "a\nb\nc\n"));
         git(&base, &["tag", BASE_TAG]);
