@@ -466,12 +466,10 @@ mod tests {
         let layout = crate::layout::Layout::discover();
         let m = &crate::arch::X86_64_PC;
         let image_in = |tree: PathBuf| crate::layout::Layout::build_dir(&tree, &m.build_name("default")).join(m.image);
-        let suite_tree = crate::layout::Layout {
-            trees: layout.suite_trees(),
-            ..layout.clone()
-        }
-        .work_tree();
-        let images = [image_in(layout.work_tree()), image_in(suite_tree)];
+        let images = [
+            image_in(layout.work_tree()),
+            image_in(layout.with_suite_trees().work_tree()),
+        ];
         let Some(image) = images.iter().find(|i| i.exists()) else {
             eprintln!(
                 "SKIPPED probe_boots_under_tcg_with_2_cpus_or_skips_without_bzimage: no kernel at {} or {}",

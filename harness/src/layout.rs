@@ -48,16 +48,25 @@ impl Layout {
     /// `cargo harness test`. The suite's trees hold only what `patches/` makes (the
     /// suite applies with `--force`), so they need not be in the clone; kept in the
     /// cache, a fresh clone (CI's) finds them applied, configured and built, and kbuild
-    /// rebuilds what the patches changed since, where in a new tree it would build
+    /// has only what the patches changed since to rebuild, where in a new tree it builds
     /// every Rust crate again (ccache caches only the C objects). `git checkout` and
     /// `git am` rewrite only the files they change, so make's view of what changed
     /// stays right. The trees are locked for as long as the returned guard lives: a
     /// second suite, from any clone, waits for the first.
     pub fn for_suite(&self) -> std::io::Result<(Layout, TreesLock)> {
-        let trees = self.suite_trees();
-        std::fs::create_dir_all(&trees)?;
-        let lock = TreesLock::acquire(&trees.join(".lock"))?;
-        Ok((Layout { trees, ..self.clone() }, lock))
+        let suite = self.with_suite_trees();
+        std::fs::create_dir_all(&suite.trees)?;
+        let lock = TreesLock::acquire(&suite.trees.join(".lock"))?;
+        Ok((suite, lock))
+    }
+
+    /// This layout with the trees where the suite keeps them, unlocked: for reading what
+    /// a suite built; [`Layout::for_suite`] to use them.
+    pub fn with_suite_trees(&self) -> Layout {
+        Layout {
+            trees: self.cache.join("suite"),
+            ..self.clone()
+        }
     }
 
     pub fn patches(&self) -> PathBuf {
@@ -68,10 +77,6 @@ impl Layout {
     }
     pub fn guest_files(&self) -> PathBuf {
         self.repo.join("guest")
-    }
-    /// Where `cargo harness test` keeps its kernel trees (see [`Layout::for_suite`]).
-    pub fn suite_trees(&self) -> PathBuf {
-        self.cache.join("suite")
     }
     /// The git work tree the series is applied to (ignored by the clone).
     pub fn work_tree(&self) -> PathBuf {
@@ -118,8 +123,8 @@ impl Layout {
     }
 }
 
-/// An exclusive `flock(2)` on a file, held until dropped (the kernel drops it when the
-/// process ends, however it ends).
+/// An exclusive lock on a file (`File::lock`, flock(2) on Linux), held until dropped; the
+/// kernel drops it when the process ends, however it ends.
 #[must_use = "the trees are unlocked when this is dropped"]
 pub struct TreesLock {
     _file: std::fs::File,
@@ -130,35 +135,25 @@ impl TreesLock {
     /// process holds it; the holder's pid is in the file.
     pub fn acquire(path: &Path) -> std::io::Result<TreesLock> {
         use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
-        let fd = file.as_raw_fd();
-        let flock = |op| {
-            // SAFETY: flock(2) takes a descriptor and no pointers; `fd` is `file`'s, which
-            // stays open for as long as this function runs.
-            if unsafe { libc::flock(fd, op) } == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                file.read_to_string(&mut holder).ok();
+                eprintln!(
+                    "waiting for process {} to unlock {} (another `cargo harness test` uses those trees)",
+                    holder.trim(),
+                    path.display()
+                );
+                file.lock()?;
             }
-        };
-        if let Err(e) = flock(libc::LOCK_EX | libc::LOCK_NB) {
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(e);
-            }
-            let mut holder = String::new();
-            (&file).read_to_string(&mut holder).ok();
-            eprintln!(
-                "waiting for process {} to unlock {} (another `cargo harness test` uses those trees)",
-                holder.trim(),
-                path.display()
-            );
-            flock(libc::LOCK_EX)?;
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
         file.set_len(0)?;
         file.rewind()?;

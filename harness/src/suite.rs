@@ -221,7 +221,12 @@ pub fn test(layout: &Layout, guests: &[GuestSpec], accel: Accel) -> Result<()> {
     let start = std::time::Instant::now();
     let (suite_layout, _trees) = layout
         .for_suite()
-        .with_context(|| format!("locking the suite's trees in {}", layout.suite_trees().display()))
+        .with_context(|| {
+            format!(
+                "locking the suite's trees in {}",
+                layout.with_suite_trees().trees.display()
+            )
+        })
         .context(Failure::Setup)?;
     let layout = &suite_layout;
     eprintln!(
